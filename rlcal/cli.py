@@ -1,0 +1,77 @@
+"""The `rlcal` command line: one entry point, one sub-command per module.
+
+    rlcal score preds.jsonl --out metrics.json      # score any model's predictions
+    rlcal world build --out world/                  # build the embedded synthetic world
+    rlcal pretrain recipes/toy/pretrain.yaml        # pretrain the tiny LM on it
+    rlcal singleton-rate qa.jsonl                   # Good-Turing singleton rate + Theorem 2 bound
+    rlcal train RECIPE.yaml [--key value ...]       # GRPO with calibrated rewards
+    rlcal eval --model PATH --data FILE --out DIR   # calibration + behavioral-calibration sweep
+    rlcal compare A/metrics.json B/metrics.json     # ECE drift between two checkpoints
+    rlcal demo                                      # the paper's claims, end to end
+
+Each sub-command lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`; modules are
+imported lazily so `rlcal score` never pays for torch. Errors meant for users are raised as `RlcalError` and
+printed as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from rlcal.errors import RlcalError
+
+# name -> (module, one-line help). Imported only when the sub-command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "score": ("rlcal.score", "Score predictions (JSONL): ECE, Brier, AUROC and per-threshold abstention metrics."),
+    "world": ("rlcal.world", "Build the embedded synthetic arbitrary-facts world."),
+    "pretrain": ("rlcal.pretrain", "Pretrain the tiny causal LM on the world corpus."),
+    "singleton-rate": ("rlcal.singleton", "Singleton rate of a QA file and the Theorem 2 lower bound."),
+    "train": ("rlcal.train", "GRPO/RLOO training with calibrated rewards from a recipe YAML."),
+    "eval": ("rlcal.evaluate", "Evaluate calibration and behavioral calibration of a checkpoint."),
+    "compare": ("rlcal.compare", "Compare two metrics.json files: the calibration drift."),
+    "demo": ("rlcal.demo", "Reproduce the paper's claims end to end on the embedded world."),
+}
+
+
+def _load(command: str):
+    module_name = COMMANDS[command][0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise RlcalError(f"`rlcal {command}` is not available in this version of rlcal") from exc
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="rlcal", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=sorted(COMMANDS), help="sub-command")
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        print("\ncommands:")
+        for name, (_, help_text) in COMMANDS.items():
+            print(f"  {name:<16} {help_text}")
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
+    command = argv[0]
+    try:
+        module = _load(command)
+        sub = argparse.ArgumentParser(prog=f"rlcal {command}", description=COMMANDS[command][1])
+        module.add_arguments(sub)
+        args = sub.parse_args(argv[1:])
+        return int(module.run(args) or 0)
+    except RlcalError as exc:
+        print(f"rlcal {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rlcal {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Calibrated reward functions for TRL: picklable callables `(prompts, completions, **columns) -> list[float]`.
+
+    from rlcal.rewards import build_reward
+    reward = build_reward("confidence_target")          # +1 correct, 0 "I don't know", -t/(1-t) wrong
+    reward(prompts, completions, answer=[...], threshold=[...])
+
+Rewards (all graded by `rlcal.grading`, the same grader `rlcal eval` uses):
+- `confidence_target`: +1 correct, 0 abstain, −t/(1−t) wrong, t from the `threshold` column (Kalai et al., 2025).
+- `binary`: 1 correct, 0 otherwise: the 0-1 baseline under which guessing is optimal.
+- `brier`: c − (q − c)² on a verbalised confidence q ∈ [0, 1] (RLCR-style correctness + Brier), c = 1 if correct.
+- `log_score`: c + log(q if c else 1 − q), q clipped to [0.01, 0.99].
+For `brier` and `log_score` an abstention is "no answer with confidence 0" (c = 0, q = 0): reward 0, the same as
+under `confidence_target`. A missing or unparseable confidence scores as the worst confidence for the outcome
+(q = 1 − c), so leaving the tag out never pays. Completions may be strings or chat messages. Each call logs
+`outcomes/*` batch metrics through TRL's `log_metric` when TRL passes it. Pure Python: no torch, no TRL.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rlcal.grading import ABSTAIN, CORRECT, DEFAULT_ABSTAIN_PHRASES, WRONG, AnswerGrader, Outcome
+from rlcal.thresholds import check_threshold, penalty
+
+LOG_SCORE_EPS = 0.01
+_CONFIDENCE_RES = (
+    re.compile(r"<confidence>\s*([0-9]*\.?[0-9]+)\s*(%?)\s*</confidence>", re.I),
+    re.compile(r"confidence\s*[:=]\s*([0-9]*\.?[0-9]+)\s*(%?)", re.I),
+)
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a completion: a string as is; for chat format, the last message's content."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    if isinstance(completion, list) and completion:
+        content = completion[-1].get("content", "") if isinstance(completion[-1], dict) else completion[-1]
+        if isinstance(content, list):  # multimodal parts: keep the text ones
+            return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return content if isinstance(content, str) else ""
+    return ""
+
+
+def parse_confidence(text: str) -> float | None:
+    """A stated confidence in [0, 1] from `<confidence>0.8</confidence>` or "Confidence: 80%"; else None.
+    Values above 1 without a % sign are read as percentages (80 -> 0.8); anything above 100 % is None."""
+    for pattern in _CONFIDENCE_RES:
+        match = pattern.search(text)
+        if match:
+            value = float(match.group(1))
+            if match.group(2) or value > 1.0:
+                value /= 100.0
+            return value if 0.0 <= value <= 1.0 else None
+    return None
+
+
+def confidence_target_score(outcome: Outcome, t: float) -> float:
+    """+1 correct, 0 abstain, −t/(1−t) wrong."""
+    if outcome == CORRECT:
+        return 1.0
+    if outcome == ABSTAIN:
+        return 0.0
+    return -penalty(t)
+
+
+def binary_score(outcome: Outcome, t: float = 0.0) -> float:
+    """1 correct, 0 otherwise (t is ignored: the 0-1 grader never rewards abstaining)."""
+    return 1.0 if outcome == CORRECT else 0.0
+
+
+def brier_score(outcome: Outcome, confidence: float | None) -> float:
+    c = 1.0 if outcome == CORRECT else 0.0
+    if outcome == ABSTAIN:
+        return 0.0
+    q = 1.0 - c if confidence is None else confidence
+    return c - (q - c) ** 2
+
+
+def log_score(outcome: Outcome, confidence: float | None) -> float:
+    c = 1.0 if outcome == CORRECT else 0.0
+    if outcome == ABSTAIN:
+        return 0.0
+    q = 1.0 - c if confidence is None else confidence
+    q = min(max(q, LOG_SCORE_EPS), 1.0 - LOG_SCORE_EPS)
+    return c + math.log(q if c else 1.0 - q)
+
+
+class CalibratedReward:
+    """Base class: grade each completion against its row's answer/aliases, then score the outcome.
+
+    Subclasses set `name` and implement `score(outcome, t, completion_text)`. Instances are picklable and carry
+    `__name__` so TRL logs them as `rewards/<name>/mean`.
+    """
+
+    name = "calibrated"
+    needs_threshold = False
+
+    def __init__(
+        self,
+        grader: str = "exact",
+        abstain_phrases: Sequence[str] | None = None,
+        answer_column: str = "answer",
+        aliases_column: str = "aliases",
+        threshold_column: str = "threshold",
+        question_column: str | None = "question",
+        default_threshold: float | None = None,
+        log_metrics: bool = True,
+    ) -> None:
+        self.grader = AnswerGrader(grader, abstain_phrases if abstain_phrases is not None else DEFAULT_ABSTAIN_PHRASES)
+        self.answer_column = answer_column
+        self.aliases_column = aliases_column
+        self.threshold_column = threshold_column
+        self.question_column = question_column
+        self.default_threshold = None if default_threshold is None else check_threshold(default_threshold)
+        self.log_metrics = log_metrics
+        self.__name__ = self.name
+
+    def score(self, outcome: Outcome, t: float, text: str) -> float:
+        raise NotImplementedError
+
+    def _thresholds(self, n: int, columns: dict[str, Any]) -> list[float]:
+        values = columns.get(self.threshold_column)
+        if values is None:
+            if self.needs_threshold and self.default_threshold is None:
+                raise ValueError(
+                    f"reward {self.name!r} needs a {self.threshold_column!r} column (or a default_threshold)"
+                )
+            return [self.default_threshold or 0.0] * n  # rewards that ignore t (binary) need none
+        return [float(t) for t in values]
+
+    def outcomes(self, completions: Sequence[Any], **columns: Any) -> list[Outcome]:
+        """Grade each completion against its row: the shared step of every reward (and of logging)."""
+        if self.answer_column not in columns:
+            raise ValueError(f"reward {self.name!r} needs a {self.answer_column!r} column; got {sorted(columns)}")
+        answers = columns[self.answer_column]
+        aliases = columns.get(self.aliases_column) or [None] * len(completions)
+        questions = columns.get(self.question_column) if self.question_column else None
+        questions = questions or [None] * len(completions)
+        grade = self.grader
+        return [
+            grade(completion_text(c), a, al, q) for c, a, al, q in zip(completions, answers, aliases, questions)
+        ]
+
+    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any):
+        log_metric: Callable[[str, float], None] | None = columns.pop("log_metric", None)
+        texts = [completion_text(c) for c in completions]
+        outcomes = self.outcomes(texts, **columns)
+        thresholds = self._thresholds(len(texts), columns)
+        rewards = [self.score(o, t, x) for o, t, x in zip(outcomes, thresholds, texts)]
+        if log_metric is not None and self.log_metrics and outcomes:
+            for key, value in outcome_stats(outcomes, thresholds).items():
+                log_metric(f"outcomes/{key}", value)
+        return rewards
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(grader={self.grader.grader!r})"
+
+
+class ConfidenceTargetReward(CalibratedReward):
+    """+1 correct, 0 "I don't know", −t/(1−t) wrong: answering pays off exactly when P(correct) > t."""
+
+    name = "confidence_target"
+    needs_threshold = True
+
+    def score(self, outcome: Outcome, t: float, text: str) -> float:
+        return confidence_target_score(outcome, t)
+
+
+class BinaryReward(CalibratedReward):
+    """The 0-1 baseline: 1 correct, 0 wrong or abstain."""
+
+    name = "binary"
+
+    def score(self, outcome: Outcome, t: float, text: str) -> float:
+        return binary_score(outcome)
+
+
+class BrierReward(CalibratedReward):
+    """Correctness plus the Brier score of the stated confidence (RLCR): c − (q − c)²."""
+
+    name = "brier"
+
+    def score(self, outcome: Outcome, t: float, text: str) -> float:
+        return brier_score(outcome, parse_confidence(text))
+
+
+class LogScoreReward(CalibratedReward):
+    """Correctness plus the log score of the stated confidence: c + log(q or 1 − q)."""
+
+    name = "log_score"
+
+    def score(self, outcome: Outcome, t: float, text: str) -> float:
+        return log_score(outcome, parse_confidence(text))
+
+
+REWARDS: dict[str, type[CalibratedReward]] = {
+    cls.name: cls for cls in (ConfidenceTargetReward, BinaryReward, BrierReward, LogScoreReward)
+}
+
+
+def build_reward(name: str, **kwargs: Any) -> CalibratedReward:
+    """A reward by name (`confidence_target`, `binary`, `brier`, `log_score`)."""
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; available: {', '.join(REWARDS)}")
+    return REWARDS[name](**kwargs)
+
+
+def outcome_stats(outcomes: Sequence[Outcome], thresholds: Sequence[float] | None = None) -> dict[str, float]:
+    """Batch statistics of graded outcomes: accuracy, abstain rate, hallucination rate (wrong / all), mean t."""
+    n = len(outcomes)
+    if n == 0:
+        return {}
+    stats = {
+        "accuracy": sum(o == CORRECT for o in outcomes) / n,
+        "abstain_rate": sum(o == ABSTAIN for o in outcomes) / n,
+        "hallucination_rate": sum(o == WRONG for o in outcomes) / n,
+    }
+    if thresholds:
+        stats["mean_threshold"] = sum(thresholds) / len(thresholds)
+    return stats

@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny local model + tokenizer (built in seconds, no network) for every test that needs one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def toy_corpus(n_people: int = 200) -> list[str]:
+    """Prompt-shaped text for training the fixture tokenizer: questions, dates, abstentions, all thresholds."""
+    from rlcal.prompts import PromptTemplate
+
+    plain, chat = PromptTemplate(), PromptTemplate(format="chat")
+    lines = []
+    for i in range(n_people):
+        question = f"When was Person {i} born?"
+        for t in (0.0, 0.5, 0.75, 0.9):
+            lines.append(f"{plain.render(question, t)} {i % 28 + 1:02d}-{i % 12 + 1:02d}")
+        lines.append(chat.render(question, 0.75)[-1]["content"])
+    return lines + ["I don't know.", "IDK", "<answer>", "</answer>", "<confidence>0.8</confidence>"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """Path of a saved nano Llama (~0.1M parameters, random init) + BPE tokenizer with a chat template."""
+    from rlcal.toymodel import build_tiny_model, build_tokenizer, save_tiny_model
+
+    tokenizer = build_tokenizer(toy_corpus(), vocab_size=512)
+    model = build_tiny_model(tokenizer, size="nano", family="llama", seed=0)
+    return str(save_tiny_model(model, tokenizer, tmp_path_factory.mktemp("tiny_model")))

@@ -1,0 +1,105 @@
+"""QA data for training and evaluation: load, standardise columns, sample thresholds, render prompts.
+
+    from rlcal.data import load_qa_dataset, prepare_prompts
+    ds = load_qa_dataset("world/qa.jsonl", split_filter="rl_train")       # or "trivia_qa" + subset/split
+    ds = prepare_prompts(ds, PromptTemplate(), ThresholdSampler.from_spec({"choice": [0.5, 0.75, 0.9]}), seed=0)
+
+Sources: a local `.jsonl`/`.json`/`.csv`/`.parquet` file, or any `datasets` hub name (with `subset` and `split`).
+Columns are mapped onto rlcal's standard names: `question`, `answer`, `aliases` (list[str], may be empty);
+every other column is kept (extra columns reach TRL reward functions as keyword arguments). After
+`prepare_prompts` each row also has `threshold` (t) and `prompt` (the rendered confidence-target prompt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rlcal.errors import RlcalError
+from rlcal.prompts import PromptTemplate
+from rlcal.thresholds import ThresholdSampler
+
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+STANDARD_COLUMNS = ("question", "answer", "aliases")
+
+
+def _load_raw(source: str, subset: str | None, split: str):
+    import datasets
+
+    path = Path(source)
+    if path.suffix.lower() in LOCAL_FORMATS:
+        if not path.is_file():
+            raise RlcalError(f"data file not found: {source}")
+        try:
+            return datasets.load_dataset(LOCAL_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
+        except Exception as exc:  # datasets wraps parse errors in many types; one clear line is what users need
+            raise RlcalError(f"could not read {source}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+    if path.exists():
+        raise RlcalError(f"unsupported data file type {path.suffix!r}; use one of {', '.join(LOCAL_FORMATS)}")
+    try:
+        return datasets.load_dataset(source, subset, split=split)
+    except Exception as exc:
+        raise RlcalError(f"could not load dataset {source!r} (subset={subset}, split={split}): {exc}") from exc
+
+
+def load_qa_dataset(
+    source: str,
+    split: str = "train",
+    subset: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    split_filter: str | None = None,
+    split_column: str = "split",
+    max_samples: int | None = None,
+):
+    """Load a QA dataset and rename its columns onto question/answer/aliases.
+
+    `columns` maps rlcal names to the source's (e.g. {"answer": "answer.value", "aliases": "answer.aliases"};
+    dotted names reach into nested dicts). `split_filter` keeps rows whose `split_column` equals it (the world's
+    qa.jsonl marks rl_train / eval rows). Missing columns and empty results are `RlcalError`s.
+    """
+    ds = _load_raw(source, subset, split)
+    mapping = {name: name for name in STANDARD_COLUMNS}
+    mapping.update(columns or {})
+    if split_filter is not None:
+        if split_column not in ds.column_names:
+            raise RlcalError(f"{source}: no {split_column!r} column to select split {split_filter!r}")
+        ds = ds.filter(lambda row: row[split_column] == split_filter)
+
+    def nested(row: dict[str, Any], dotted: str) -> Any:
+        value: Any = row
+        for key in dotted.split("."):
+            value = value.get(key) if isinstance(value, Mapping) else None
+        return value
+
+    for name in ("question", "answer"):
+        top = mapping[name].split(".")[0]
+        if top not in ds.column_names:
+            raise RlcalError(
+                f"{source}: missing column {mapping[name]!r} for {name!r} (columns: {', '.join(ds.column_names)})"
+            )
+
+    def standardise(row: dict[str, Any]) -> dict[str, Any]:
+        aliases = nested(row, mapping["aliases"]) if mapping["aliases"].split(".")[0] in row else None
+        answer = nested(row, mapping["answer"])
+        return {
+            "question": str(nested(row, mapping["question"])),
+            "answer": str(answer) if answer is not None else "",
+            "aliases": [str(a) for a in aliases] if isinstance(aliases, list | tuple) else [],
+        }
+
+    ds = ds.map(standardise, desc="standardise columns")
+    if max_samples is not None:
+        ds = ds.select(range(min(max_samples, len(ds))))
+    if len(ds) == 0:
+        raise RlcalError(f"{source}: no rows" + (f" with {split_column} == {split_filter!r}" if split_filter else ""))
+    return ds
+
+
+def prepare_prompts(ds, template: PromptTemplate, sampler: ThresholdSampler | None = None, seed: int = 0):
+    """Add `threshold` (sampled per row, seeded) and `prompt` (rendered with that same t) columns."""
+    thresholds = (sampler or ThresholdSampler()).sample(len(ds), seed=seed)
+    if "threshold" in ds.column_names:
+        ds = ds.remove_columns("threshold")
+    ds = ds.add_column("threshold", thresholds)
+    return ds.map(lambda row: {"prompt": template.render(row["question"], row["threshold"])}, desc="render prompts")

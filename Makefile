@@ -9,10 +9,9 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	@if command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q torch; \
 	 else $(BIN)/pip install -q torch==2.13.0; fi
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,deepspeed]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -9,7 +9,10 @@ receive 1 point, and an answer of "I don't know" receives 0 points.
 
 At t = 0 the instruction is the "best guess" variant (0-1 grading). `format="chat"` gives a list of messages
 (optional system prompt + user turn) for chat templates. Every string is overridable in recipes; placeholders:
-`{t}` (0.75), `{t_percent}` (75%), `{penalty}` (3), `{question}`, `{instruction}`. Pure Python.
+`{t}` (0.75), `{t_percent}` (75%), `{penalty}` (3), `{penalty_points}` ("3 points", "1 point" at t = 0.5; the
+default keeps the paper's "{penalty} points" wording, which reads "1 points" at t = 0.5),
+`{question}`, `{instruction}`. The penalty is computed as t/(1−t) (the paper prints 2 for t = 0.75; it is 3).
+Pure Python.
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ CHAT_USER_TEMPLATE = "{instruction}\n\nQuestion: {question}\nReply with only the
 FORMATS = ("plain", "chat")
 
 
-def format_number(x: float) -> str:
-    """3.0 -> "3", 1.5 -> "1.5", 9.000000000000002 -> "9", 0.333.. -> "0.33"."""
-    return f"{x:.2f}".rstrip("0").rstrip(".")
+def format_number(x: float, decimals: int = 2) -> str:
+    """At most `decimals` decimals, no trailing zeros: 3.0 -> "3", 1.5 -> "1.5", 9.000000000000002 -> "9",
+    0.333.. -> "0.33" (format_number(1/3, 4) -> "0.3333"), 0.0 -> "0"."""
+    text = f"{x:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 @dataclass
@@ -54,25 +61,34 @@ class PromptTemplate:
             raise ValueError("prompt template must contain {question}")
         try:  # catch unknown placeholders at config time, not mid-training
             self.instruction_text(0.5)
-            body.format(instruction="", question="", t="", t_percent="", penalty="")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"prompt template has a bad placeholder: {exc}") from None
+            self.instruction_text(0.0)
+            body.format(instruction="", question="", **{key: "" for key in self._fields(0.5)})
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ValueError(f"prompt template has a bad placeholder: {exc!r}") from None
 
     @property
     def default_template(self) -> str:
         return PLAIN_TEMPLATE if self.format == "plain" else CHAT_USER_TEMPLATE
 
-    def _fields(self, t: float) -> dict[str, str]:
-        t = check_threshold(t)
-        return {"t": format_number(t), "t_percent": f"{format_number(100 * t)}%", "penalty": format_number(penalty(t))}
+    @staticmethod
+    def _fields(t: float) -> dict[str, str]:
+        points = penalty(t)
+        shown = format_number(points)
+        return {
+            "t": format_number(t),
+            "t_percent": f"{format_number(100 * t)}%",
+            "penalty": shown,
+            "penalty_points": f"{shown} point" if shown == "1" else f"{shown} points",
+        }
 
     def instruction_text(self, t: float) -> str:
         """The instruction for target t: the confidence-target sentence, or the best-guess one at t = 0."""
-        fields = self._fields(t)
-        return (self.instruction if t > 0 else self.instruction_t0).format(**fields)
+        t = check_threshold(t)
+        return (self.instruction if t > 0 else self.instruction_t0).format(**self._fields(t))
 
     def render(self, question: str, t: float) -> str | list[dict[str, str]]:
         """The prompt for `question` at target t: a string (plain) or chat messages (chat)."""
+        t = check_threshold(t)
         fields = self._fields(t)
         instruction = (self.instruction if t > 0 else self.instruction_t0).format(**fields)
         body = self.template if self.template is not None else self.default_template

@@ -33,22 +33,29 @@ _CONFIDENCE_RES = (
 
 
 def completion_text(completion: Any) -> str:
-    """The text of a completion: a string as is; for chat format, the last message's content."""
+    """The text of a completion: a string as is; for chat format, the last message's content (text parts of a
+    multimodal content list joined). Anything else (None, numbers, empty lists) is ""; never raises."""
     if isinstance(completion, str):
         return completion
     if isinstance(completion, dict):
         completion = [completion]
-    if isinstance(completion, list) and completion:
-        content = completion[-1].get("content", "") if isinstance(completion[-1], dict) else completion[-1]
+    if isinstance(completion, list | tuple) and completion:
+        last = completion[-1]
+        content = last.get("content", "") if isinstance(last, dict) else last
         if isinstance(content, list):  # multimodal parts: keep the text ones
-            return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
         return content if isinstance(content, str) else ""
     return ""
 
 
 def parse_confidence(text: str) -> float | None:
     """A stated confidence in [0, 1] from `<confidence>0.8</confidence>` or "Confidence: 80%"; else None.
-    Values above 1 without a % sign are read as percentages (80 -> 0.8); anything above 100 % is None."""
+    Values above 1 without a % sign are read as percentages (80 -> 0.8); anything above 100 % is None.
+    The tag wins over a "Confidence:" phrase anywhere in the text. Never raises."""
+    if not isinstance(text, str):
+        return None
+    if text.isascii() and "confidence" not in text.lower():  # cheap pre-check: most replies state none
+        return None
     for pattern in _CONFIDENCE_RES:
         match = pattern.search(text)
         if match:
@@ -74,6 +81,7 @@ def binary_score(outcome: Outcome, t: float = 0.0) -> float:
 
 
 def brier_score(outcome: Outcome, confidence: float | None) -> float:
+    """c − (q − c)² with c = 1 if correct; 0 for an abstention; a missing confidence counts as q = 1 − c."""
     c = 1.0 if outcome == CORRECT else 0.0
     if outcome == ABSTAIN:
         return 0.0
@@ -82,6 +90,7 @@ def brier_score(outcome: Outcome, confidence: float | None) -> float:
 
 
 def log_score(outcome: Outcome, confidence: float | None) -> float:
+    """c + log(q if correct else 1 − q), q clipped to [0.01, 0.99]; 0 for an abstention; missing q = 1 − c."""
     c = 1.0 if outcome == CORRECT else 0.0
     if outcome == ABSTAIN:
         return 0.0
@@ -131,27 +140,49 @@ class CalibratedReward:
                     f"reward {self.name!r} needs a {self.threshold_column!r} column (or a default_threshold)"
                 )
             return [self.default_threshold or 0.0] * n  # rewards that ignore t (binary) need none
-        return [float(t) for t in values]
+        if len(values) != n:
+            raise ValueError(f"column {self.threshold_column!r} has {len(values)} values for {n} completions")
+        try:
+            thresholds = [float(t) for t in values]
+        except (TypeError, ValueError):
+            raise ValueError(f"column {self.threshold_column!r} must hold numbers in [0, 1)") from None
+        for t in set(thresholds):  # a handful of distinct t per batch: validate each once
+            check_threshold(t)
+        return thresholds
 
     def outcomes(self, completions: Sequence[Any], **columns: Any) -> list[Outcome]:
         """Grade each completion against its row: the shared step of every reward (and of logging)."""
         if self.answer_column not in columns:
             raise ValueError(f"reward {self.name!r} needs a {self.answer_column!r} column; got {sorted(columns)}")
+        n = len(completions)
         answers = columns[self.answer_column]
-        aliases = columns.get(self.aliases_column) or [None] * len(completions)
+        aliases = columns.get(self.aliases_column)
         questions = columns.get(self.question_column) if self.question_column else None
-        questions = questions or [None] * len(completions)
+        for name, column in ((self.answer_column, answers), (self.aliases_column, aliases),
+                             (self.question_column, questions)):  # fmt: skip
+            if column is not None and len(column) != n:
+                raise ValueError(f"column {name!r} has {len(column)} values for {n} completions")
         grade = self.grader
-        return [
-            grade(completion_text(c), a, al, q) for c, a, al, q in zip(completions, answers, aliases, questions)
-        ]
+        texts = [c if type(c) is str else completion_text(c) for c in completions]
+        if aliases is None and questions is None:
+            return [grade(x, a) for x, a in zip(texts, answers, strict=True)]
+        aliases = aliases if aliases is not None else [None] * n
+        questions = questions if questions is not None else [None] * n
+        return [grade(x, a, al, q) for x, a, al, q in zip(texts, answers, aliases, questions, strict=True)]
+
+    def scores(self, outcomes: Sequence[Outcome], thresholds: Sequence[float], texts: Sequence[str]) -> list[float]:
+        """Rewards of a batch of graded outcomes (subclasses may vectorise; the default calls `score`)."""
+        score = self.score
+        return [score(o, t, x) for o, t, x in zip(outcomes, thresholds, texts, strict=True)]
 
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any):
+        """TRL's reward-function protocol: one float per completion. Unknown keyword arguments that TRL passes
+        (`trainer_state`, `completion_ids`, `log_extra`, other dataset columns) are ignored."""
         log_metric: Callable[[str, float], None] | None = columns.pop("log_metric", None)
-        texts = [completion_text(c) for c in completions]
+        texts = [c if type(c) is str else completion_text(c) for c in completions]
+        thresholds = self._thresholds(len(texts), columns)  # first: a bad t fails before any grading
         outcomes = self.outcomes(texts, **columns)
-        thresholds = self._thresholds(len(texts), columns)
-        rewards = [self.score(o, t, x) for o, t, x in zip(outcomes, thresholds, texts)]
+        rewards = self.scores(outcomes, thresholds, texts)
         if log_metric is not None and self.log_metrics and outcomes:
             for key, value in outcome_stats(outcomes, thresholds).items():
                 log_metric(f"outcomes/{key}", value)
@@ -170,6 +201,22 @@ class ConfidenceTargetReward(CalibratedReward):
     def score(self, outcome: Outcome, t: float, text: str) -> float:
         return confidence_target_score(outcome, t)
 
+    def scores(self, outcomes: Sequence[Outcome], thresholds: Sequence[float], texts: Sequence[str]) -> list[float]:
+        # A batch holds a few distinct t (GRPO groups share theirs): compute each penalty once.
+        wrong: dict[float, float] = {}
+        out = []
+        for o, t in zip(outcomes, thresholds, strict=True):
+            if o == CORRECT:
+                out.append(1.0)
+            elif o == ABSTAIN:
+                out.append(0.0)
+            else:
+                value = wrong.get(t)
+                if value is None:
+                    value = wrong[t] = -penalty(t)
+                out.append(value)
+        return out
+
 
 class BinaryReward(CalibratedReward):
     """The 0-1 baseline: 1 correct, 0 wrong or abstain."""
@@ -178,6 +225,9 @@ class BinaryReward(CalibratedReward):
 
     def score(self, outcome: Outcome, t: float, text: str) -> float:
         return binary_score(outcome)
+
+    def scores(self, outcomes: Sequence[Outcome], thresholds: Sequence[float], texts: Sequence[str]) -> list[float]:
+        return [1.0 if o == CORRECT else 0.0 for o in outcomes]
 
 
 class BrierReward(CalibratedReward):
@@ -188,6 +238,9 @@ class BrierReward(CalibratedReward):
     def score(self, outcome: Outcome, t: float, text: str) -> float:
         return brier_score(outcome, parse_confidence(text))
 
+    def scores(self, outcomes: Sequence[Outcome], thresholds: Sequence[float], texts: Sequence[str]) -> list[float]:
+        return [0.0 if o == ABSTAIN else brier_score(o, parse_confidence(x)) for o, x in zip(outcomes, texts, strict=True)]
+
 
 class LogScoreReward(CalibratedReward):
     """Correctness plus the log score of the stated confidence: c + log(q or 1 − q)."""
@@ -196,6 +249,9 @@ class LogScoreReward(CalibratedReward):
 
     def score(self, outcome: Outcome, t: float, text: str) -> float:
         return log_score(outcome, parse_confidence(text))
+
+    def scores(self, outcomes: Sequence[Outcome], thresholds: Sequence[float], texts: Sequence[str]) -> list[float]:
+        return [0.0 if o == ABSTAIN else log_score(o, parse_confidence(x)) for o, x in zip(outcomes, texts, strict=True)]
 
 
 REWARDS: dict[str, type[CalibratedReward]] = {
@@ -215,10 +271,11 @@ def outcome_stats(outcomes: Sequence[Outcome], thresholds: Sequence[float] | Non
     n = len(outcomes)
     if n == 0:
         return {}
+    outcomes = list(outcomes)
     stats = {
-        "accuracy": sum(o == CORRECT for o in outcomes) / n,
-        "abstain_rate": sum(o == ABSTAIN for o in outcomes) / n,
-        "hallucination_rate": sum(o == WRONG for o in outcomes) / n,
+        "accuracy": outcomes.count(CORRECT) / n,
+        "abstain_rate": outcomes.count(ABSTAIN) / n,
+        "hallucination_rate": outcomes.count(WRONG) / n,
     }
     if thresholds:
         stats["mean_threshold"] = sum(thresholds) / len(thresholds)

@@ -28,6 +28,8 @@ DEFAULT_CAP = 0.95
 
 def check_threshold(t: float, cap: float = 1.0) -> float:
     """Return t as a float if 0 <= t < 1 (and t <= cap); raise ValueError naming the problem otherwise."""
+    if isinstance(t, bool):  # float(True) is 1.0: a config typo, not a threshold
+        raise ValueError(f"threshold must be a number in [0, 1), got {t!r}")
     try:
         value = float(t)
     except (TypeError, ValueError):
@@ -62,8 +64,10 @@ class ThresholdSampler:
     decimals: int = field(default=2, metadata={"help": "Round t so prompt and reward agree exactly."})
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.cap < 1.0):
+        if isinstance(self.cap, bool) or not (0.0 <= self.cap < 1.0):
             raise ValueError(f"threshold cap must be in [0, 1), got {self.cap}")
+        if isinstance(self.decimals, bool) or not isinstance(self.decimals, int) or not 0 <= self.decimals <= 12:
+            raise ValueError(f"threshold decimals must be an integer in [0, 12], got {self.decimals!r}")
         if self.kind == "fixed":
             check_threshold(self.value, self.cap)
         elif self.kind == "choice":
@@ -71,16 +75,21 @@ class ThresholdSampler:
                 raise ValueError("threshold choice needs a non-empty list of values")
             self.values = [check_threshold(v, self.cap) for v in self.values]
             if self.weights is not None:
+                try:
+                    self.weights = [float(w) for w in self.weights]
+                except (TypeError, ValueError):
+                    raise ValueError(f"threshold weights must be numbers, got {self.weights!r}") from None
                 if len(self.weights) != len(self.values):
                     raise ValueError(f"threshold weights ({len(self.weights)}) must match values ({len(self.values)})")
-                if any(not (w >= 0) for w in self.weights) or sum(self.weights) <= 0:
-                    raise ValueError("threshold weights must be non-negative and not all zero")
+                if any(not (0 <= w < math.inf) for w in self.weights) or sum(self.weights) <= 0:
+                    raise ValueError("threshold weights must be finite, non-negative and not all zero")
         elif self.kind == "uniform":
             check_threshold(self.low)
+            check_threshold(self.high)
             if not (self.low <= self.high <= self.cap):
                 raise ValueError(f"threshold uniform range needs low <= high <= cap, got [{self.low}, {self.high}]")
         elif self.kind == "beta":
-            if not (self.alpha > 0 and self.beta > 0):
+            if not (0 < self.alpha < math.inf and 0 < self.beta < math.inf):
                 raise ValueError(f"threshold beta parameters must be > 0, got ({self.alpha}, {self.beta})")
         else:
             raise ValueError(f"unknown threshold sampler {self.kind!r}; use fixed, choice, uniform or beta")
@@ -94,6 +103,11 @@ class ThresholdSampler:
             raise ValueError(f"threshold must be a number or a sampler mapping, got {spec!r}")
         if isinstance(spec, int | float):
             return cls(kind="fixed", value=float(spec))
+        if isinstance(spec, str):  # "0.75" from a command-line override
+            try:
+                return cls(kind="fixed", value=float(spec))
+            except ValueError:
+                raise ValueError(f"threshold must be a number or a sampler mapping, got {spec!r}") from None
         if not isinstance(spec, Mapping):
             raise ValueError(f"threshold must be a number or a sampler mapping, got {spec!r}")
         spec = dict(spec)
@@ -106,17 +120,22 @@ class ThresholdSampler:
         weights = spec.pop("weights", None)
         if spec:
             raise ValueError(f"unknown threshold sampler keys: {sorted(spec)}")
+        if weights is not None and kind != "choice":
+            raise ValueError(f"threshold weights only apply to `choice`, not `{kind}`")
         if kind == "fixed":
-            return cls(kind=kind, value=float(arg), **common)
+            return cls(kind=kind, value=_number(arg, kind), **common)
         if kind == "choice":
-            return cls(kind=kind, values=[float(v) for v in _pair_or_list(arg, kind)], weights=weights, **common)
-        low, high = _pair_or_list(arg, kind, length=2)
+            values = [_number(v, kind) for v in _pair_or_list(arg, kind)]
+            return cls(kind=kind, values=values, weights=weights, **common)
+        low, high = (_number(v, kind) for v in _pair_or_list(arg, kind, length=2))
         if kind == "uniform":
-            return cls(kind=kind, low=float(low), high=float(high), **common)
-        return cls(kind=kind, alpha=float(low), beta=float(high), **common)
+            return cls(kind=kind, low=low, high=high, **common)
+        return cls(kind=kind, alpha=low, beta=high, **common)
 
     def sample(self, n: int, seed: int = 0) -> list[float]:
-        """n thresholds, each in [0, cap], rounded to `decimals`."""
+        """n thresholds, each in [0, cap], rounded to `decimals`. The same (sampler, n, seed) gives the same list."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"number of thresholds must be a non-negative integer, got {n!r}")
         rng = random.Random(seed)
         if self.kind == "fixed":
             draws = [self.value] * n
@@ -127,6 +146,15 @@ class ThresholdSampler:
         else:
             draws = [rng.betavariate(self.alpha, self.beta) for _ in range(n)]
         return [min(round(t, self.decimals), self.cap) for t in draws]
+
+
+def _number(value: Any, kind: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"threshold {kind} needs numbers, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold {kind} needs numbers, got {value!r}") from None
 
 
 def _pair_or_list(arg: Any, kind: str, length: int | None = None) -> Sequence[Any]:

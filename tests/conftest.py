@@ -35,3 +35,38 @@ def tiny_model_dir(tmp_path_factory) -> str:
     tokenizer = build_tokenizer(toy_corpus(), vocab_size=512)
     model = build_tiny_model(tokenizer, size="nano", family="llama", seed=0)
     return str(save_tiny_model(model, tokenizer, tmp_path_factory.mktemp("tiny_model")))
+
+
+@pytest.fixture(scope="session")
+def tiny_world_dir(tmp_path_factory) -> str:
+    """Path of a small built world (120 people, 240 birthday mentions; corpus.txt, qa.jsonl, mentions.jsonl,
+    world.json), built in well under a second."""
+    from rlcal.world import WorldConfig, build_world
+
+    out = tmp_path_factory.mktemp("tiny_world")
+    build_world(WorldConfig(people=120, mentions=240, seed=0), out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def pretrained_nano_dir(tmp_path_factory, tiny_world_dir) -> str:
+    """Path of a nano Llama briefly pretrained (150 steps, ~10 s) on `tiny_world_dir`'s corpus, with its
+    tokenizer: it already speaks the prompt format ("Answer: DD-MM"), but knows few facts."""
+    from rlcal.pretrain import PretrainConfig, pretrain
+
+    out = tmp_path_factory.mktemp("pretrained_nano") / "model"
+    config = PretrainConfig(
+        world_dir=tiny_world_dir,
+        world_people=120,
+        world_mentions=240,
+        output_dir=str(out),
+        model_size="nano",
+        vocab_size=400,
+        max_steps=150,
+        batch_size=16,
+        learning_rate=1e-2,
+        progress=False,
+        logging_steps=10,
+        num_threads=1,  # tests may share the CPU with other processes: one thread avoids OpenMP oversubscription
+    )
+    return str(pretrain(config))

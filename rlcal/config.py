@@ -1,0 +1,580 @@
+"""Training recipes: YAML sections parsed into dataclasses, CLI overrides, validation before any model loads.
+
+    from rlcal.config import load_recipe
+    recipe = load_recipe("recipes/toy/grpo/config_confidence_target.yaml", ["--training.learning_rate", "5e-5"])
+    recipe.training            # a trl.GRPOConfig (or RLOOConfig when `trainer: rloo`)
+    print(recipe.to_yaml())    # the resolved recipe (what `rlcal train --dry-run` prints)
+
+A recipe is a YAML mapping with these sections (every key optional except `model.model_name_or_path`,
+`data.source` and, for GRPO, `training.scale_rewards`):
+
+    trainer: grpo               # grpo | rloo (TRL's RLOOTrainer)
+    resume: auto                # auto (newest checkpoint in output_dir) | never | path/to/checkpoint
+    model:       ModelArguments      - trl.ModelConfig (model_name_or_path, dtype, use_peft, lora_*, load_in_4bit)
+                                       + pretrain_recipe (build the toy model when the model dir is missing)
+    data:        DataArguments       - source, split, subset, columns, split_filter, prompt template
+    reward:      RewardArguments     - name, threshold sampler spec, grader, abstain phrases
+    warmup:      WarmupArguments     - optional SFT warm-up that teaches the answer/"I don't know" format
+    training:    trl.GRPOConfig / trl.RLOOConfig fields, passed through unchanged
+    wandb:       WandbArguments      - project, entity, name, tags, mode
+    calibration: rlcal.callbacks.CalibrationEvalConfig
+
+Parsing is TRL's: each section goes through `trl.TrlParser` (an `HfArgumentParser`), the YAML values become the
+parser defaults and CLI flags override them, so types and help texts come from the dataclasses. CLI keys are
+`--section.key value` (`--training.learning_rate 1e-5`); a bare `--key value` goes to `training` when it is a
+trainer field, else to the one section that has it. Unknown keys, in YAML or on the command line, are errors
+that name them (with a did-you-mean). Every problem is raised as one `RlcalError` before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+from trl import GRPOConfig, ModelConfig, RLOOConfig, TrlParser
+
+from rlcal.callbacks import CalibrationEvalConfig
+from rlcal.errors import RlcalError
+from rlcal.grading import GRADERS
+from rlcal.prompts import BEST_GUESS_INSTRUCTION, CONFIDENCE_TARGET_INSTRUCTION, PromptTemplate
+from rlcal.rewards import REWARDS
+from rlcal.thresholds import ThresholdSampler
+
+TRAINERS: dict[str, type] = {"grpo": GRPOConfig, "rloo": RLOOConfig}
+# The advantage-scaling knob each trainer must have set explicitly (see docs/training.md for why it matters).
+SCALING_KEY = {"grpo": "scale_rewards", "rloo": "normalize_advantages"}
+TOP_LEVEL_KEYS = ("trainer", "resume")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def _parse_mapping(value: Any, what: str) -> Any:
+    """CLI values for dict-typed fields arrive as strings: read them as YAML (`{answer: answer.value}`, `0.75`)."""
+    if isinstance(value, str):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{what}: cannot parse {value!r} as YAML: {exc}") from None
+    return value
+
+
+@dataclass
+class ModelArguments(ModelConfig):
+    """The `model:` section: TRL's ModelConfig (LoRA via `use_peft` + `lora_*`, 4-bit via `load_in_4bit`)."""
+
+    use_peft: bool = field(default=True, metadata={"help": "Train a LoRA adapter (PEFT) instead of all weights."})
+    lora_target_modules: list[str] | None = field(
+        default_factory=lambda: ["all-linear"], metadata={"help": "LoRA target modules (`all-linear` = every Linear)."}
+    )
+    pretrain_recipe: str | None = field(
+        default=None,
+        metadata={
+            "help": "Toy models: a `rlcal pretrain` recipe that builds the world and the model when "
+            "`model_name_or_path` does not exist yet (cached for later runs)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.model_name_or_path:
+            raise ValueError("model_name_or_path is required (a Hugging Face model id or a local directory)")
+        if self.dtype not in (None, "auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.lora_r <= 0 or self.lora_alpha <= 0 or not (0.0 <= self.lora_dropout < 1.0):
+            raise ValueError("lora_r and lora_alpha must be > 0 and lora_dropout in [0, 1)")
+
+
+@dataclass
+class DataArguments:
+    """The `data:` section: which QA rows to train on and how each becomes a confidence-target prompt."""
+
+    source: str | None = field(
+        default=None, metadata={"help": "Local .jsonl/.json/.csv/.parquet file, or a `datasets` name."}
+    )
+    split: str = field(default="train", metadata={"help": "Split of a `datasets` source."})
+    subset: str | None = field(default=None, metadata={"help": "Subset/config name of a `datasets` source."})
+    columns: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Column mapping onto question/answer/aliases, e.g. {answer: answer.value} (dotted = nested)."
+        },
+    )
+    split_filter: str | None = field(default=None, metadata={"help": "Keep rows whose split column equals this."})
+    split_column: str = field(default="split", metadata={"help": "Column that `split_filter` looks at."})
+    max_samples: int | None = field(default=None, metadata={"help": "Use at most this many rows."})
+    prompt_format: str = field(default="plain", metadata={"help": "plain (completion prompt) | chat (messages)."})
+    instruction: str = field(default=CONFIDENCE_TARGET_INSTRUCTION, metadata={"help": "Instruction for t > 0."})
+    instruction_t0: str = field(default=BEST_GUESS_INSTRUCTION, metadata={"help": "Instruction at t = 0."})
+    template: str | None = field(
+        default=None, metadata={"help": "Prompt (plain) or user turn (chat) with {instruction} and {question}."}
+    )
+    system_prompt: str | None = field(default=None, metadata={"help": "System message (chat format)."})
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            raise ValueError("source is required (a local QA file or a `datasets` name)")
+        self.columns = _parse_mapping(self.columns, "columns")
+        if self.columns is not None:
+            if not isinstance(self.columns, Mapping):
+                raise ValueError(f"columns must be a mapping like {{answer: answer.value}}, got {self.columns!r}")
+            unknown = sorted(set(self.columns) - {"question", "answer", "aliases"})
+            if unknown:
+                raise ValueError(f"columns can map question, answer and aliases only, not {unknown}")
+            self.columns = {str(k): str(v) for k, v in self.columns.items()}
+        if self.max_samples is not None and self.max_samples <= 0:
+            raise ValueError("max_samples must be > 0 (or null for all rows)")
+        self.prompt_template()  # bad placeholders and formats fail here, at config time
+
+    def prompt_template(self) -> PromptTemplate:
+        return PromptTemplate(
+            format=self.prompt_format,
+            instruction=self.instruction,
+            instruction_t0=self.instruction_t0,
+            template=self.template,
+            system_prompt=self.system_prompt,
+        )
+
+
+@dataclass
+class RewardArguments:
+    """The `reward:` section: the calibrated reward and how confidence targets t are drawn per example."""
+
+    name: str = field(default="confidence_target", metadata={"help": f"One of {', '.join(REWARDS)}."})
+    threshold: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Confidence-target sampler: a number (fixed t) or {choice: [...]} / {uniform: [lo, hi]} / "
+            "{beta: [a, b]}, with optional cap/decimals. Default: {choice: [0.5, 0.75, 0.9]}."
+        },
+    )
+    grader: str = field(default="exact", metadata={"help": f"Answer grader: {', '.join(sorted(GRADERS))}."})
+    abstain_phrases: list[str] | None = field(
+        default=None, metadata={"help": "Phrases that count as \"I don't know\" (default: rlcal's built-in list)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.name not in REWARDS:
+            raise ValueError(f"unknown reward {self.name!r}; choose from {', '.join(REWARDS)}")
+        if self.grader not in GRADERS:
+            raise ValueError(f"unknown grader {self.grader!r}; choose from {', '.join(sorted(GRADERS))}")
+        spec = _parse_mapping(self.threshold, "threshold")
+        self.threshold = {"choice": [0.5, 0.75, 0.9]} if spec is None else spec
+        self.sampler()  # t >= 1, bad weights, unknown sampler keys: all fail here
+
+    def sampler(self) -> ThresholdSampler:
+        return ThresholdSampler.from_spec(self.threshold)
+
+    def reward_kwargs(self) -> dict[str, Any]:
+        return {"grader": self.grader, "abstain_phrases": self.abstain_phrases}
+
+
+@dataclass
+class WarmupArguments:
+    """The `warmup:` section: a short SFT stage before RL so that "I don't know" is a behaviour RL can reinforce.
+
+    A model that was only pretrained never abstains, so every completion in a GRPO group earns the same kind of
+    reward and the group has no advantage signal. The warm-up fine-tunes on the confidence-target prompts with
+    targets that are the model's own greedy answer (no new knowledge) or an abstention.
+    """
+
+    steps: int = field(default=0, metadata={"help": "SFT optimizer steps before RL; 0 turns the warm-up off."})
+    num_examples: int = field(default=512, metadata={"help": "Training rows used to build warm-up targets."})
+    abstain_on: str = field(
+        default="wrong",
+        metadata={
+            "help": 'Which rows get an "I don\'t know" target: `wrong` (rows the base model answers wrongly, '
+            "each with probability abstain_fraction) or `random` (a random abstain_fraction of all rows)."
+        },
+    )
+    abstain_fraction: float = field(default=0.5, metadata={"help": "Probability/share of abstention targets."})
+    answer_target: str = field(
+        default="self",
+        metadata={"help": "Target for the other rows: `self` (the base model's greedy answer) or `gold`."},
+    )
+    abstain_text: str = field(default="I don't know.", metadata={"help": "The abstention target text."})
+    use_peft: bool = field(
+        default=True,
+        metadata={"help": "Warm up a LoRA (settings of the model section) and merge it; false = all weights."},
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "SFT learning rate."})
+    batch_size: int = field(default=16, metadata={"help": "SFT per-device batch size."})
+    max_new_tokens: int = field(default=16, metadata={"help": "Greedy answer length when building `self` targets."})
+    probe_prompts: int = field(
+        default=0,
+        metadata={
+            "help": "Before RL (and before/after the warm-up) sample num_generations completions for this many "
+            "prompts and report the fraction of groups with zero reward variance; 0 = skip."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.num_examples <= 0 or self.batch_size <= 0 or self.max_new_tokens <= 0:
+            raise ValueError("steps must be >= 0; num_examples, batch_size and max_new_tokens must be > 0")
+        if self.probe_prompts < 0:
+            raise ValueError("probe_prompts must be >= 0")
+        if self.abstain_on not in ("wrong", "random"):
+            raise ValueError(f"abstain_on must be `wrong` or `random`, got {self.abstain_on!r}")
+        if self.answer_target not in ("self", "gold"):
+            raise ValueError(f"answer_target must be `self` or `gold`, got {self.answer_target!r}")
+        if not (0.0 <= self.abstain_fraction <= 1.0):
+            raise ValueError(f"abstain_fraction must be in [0, 1], got {self.abstain_fraction}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError("learning_rate must be > 0")
+
+
+@dataclass
+class WandbArguments:
+    """The `wandb:` section (used when `training.report_to` includes wandb)."""
+
+    project: str = field(default="rlcal", metadata={"help": "W&B project."})
+    entity: str | None = field(default=None, metadata={"help": "W&B entity (team or user)."})
+    name: str | None = field(default=None, metadata={"help": "Run name (default: training.run_name)."})
+    tags: list[str] | None = field(default=None, metadata={"help": "Run tags."})
+    group: str | None = field(default=None, metadata={"help": "Run group (e.g. one per sweep)."})
+    mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "online | offline | disabled. Default: $WANDB_MODE, else online when credentials exist and "
+            "offline otherwise (never blocks on a missing network)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode is not None and self.mode not in WANDB_MODES:
+            raise ValueError(f"mode must be one of {', '.join(WANDB_MODES)}, got {self.mode!r}")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelArguments,
+    "data": DataArguments,
+    "reward": RewardArguments,
+    "warmup": WarmupArguments,
+    "wandb": WandbArguments,
+    "calibration": CalibrationEvalConfig,
+}
+
+
+@dataclass
+class Recipe:
+    """A parsed, validated training recipe."""
+
+    model: ModelArguments
+    data: DataArguments
+    reward: RewardArguments
+    warmup: WarmupArguments
+    wandb: WandbArguments
+    calibration: CalibrationEvalConfig
+    training: Any  # trl.GRPOConfig | trl.RLOOConfig
+    trainer: str = "grpo"
+    resume: str = "auto"
+    path: str | None = None
+    explicit: dict[str, set[str]] = field(default_factory=dict)  # keys set by the YAML or the CLI, per section
+    notes: list[str] = field(default_factory=list)  # adjustments made while resolving (e.g. CPU fallback)
+
+    def to_dict(self, full: bool = True) -> dict[str, Any]:
+        """The resolved recipe as plain data. Sections list every field; `training` lists the keys the recipe or
+        CLI set (plus resolution adjustments), so the dump re-loads as a recipe with the same result."""
+        out: dict[str, Any] = {"trainer": self.trainer, "resume": self.resume}
+        for name in SECTIONS:
+            section = getattr(self, name)
+            keys = [f.name for f in fields(section) if f.init]
+            if not full:
+                keys = [k for k in keys if k in self.explicit.get(name, ())]
+            out[name] = {k: _plain(getattr(section, k)) for k in keys}
+        out["training"] = {k: _plain(getattr(self.training, k)) for k in sorted(self.explicit.get("training", ()))}
+        return out
+
+    def to_yaml(self) -> str:
+        derived = {
+            "generation_batch_size": getattr(self.training, "generation_batch_size", None),
+            "steps_per_generation": getattr(self.training, "steps_per_generation", None),
+            "world_size": _world_size(),
+        }
+        header = f"# rlcal recipe resolved from {self.path or '<dict>'}\n"
+        header += "".join(f"# note: {n}\n" for n in self.notes)
+        header += "# derived: " + ", ".join(f"{k}={v}" for k, v in derived.items()) + "\n"
+        header += "# training: other trl fields keep their TRL defaults\n"
+        return header + yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=119)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.training.output_dir)
+
+
+def _plain(value: Any) -> Any:
+    """Make a config value YAML-safe (enums -> value, tuples -> lists)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+class _SectionParser(TrlParser):
+    """TrlParser whose argparse errors become RlcalErrors and that never expands abbreviations."""
+
+    def __init__(self, section: str, dataclass_type: type) -> None:
+        self.section = section
+        super().__init__(dataclass_type, allow_abbrev=False, add_help=False)
+
+    def error(self, message: str):  # argparse calls this on bad values; we want one line and exit 2, not usage
+        raise RlcalError(f"{self.section}: {message}")
+
+
+def _init_fields(cls: type) -> list[str]:
+    return [f.name for f in fields(cls) if f.init]
+
+
+def _unknown_keys_error(section: str, unknown: Sequence[str], known: Sequence[str], where: str) -> RlcalError:
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return RlcalError(f"unknown key{'s' if len(parts) > 1 else ''} in {section} {where}: {', '.join(parts)}")
+
+
+def _split_cli(overrides: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """['--a.b', '1', '--c=2', '--flag'] -> [('a.b', ['1']), ('c', ['2']), ('flag', [])]."""
+    items: list[tuple[str, list[str]]] = []
+    for token in overrides:
+        if token.startswith("--") and len(token) > 2:
+            key, eq, value = token[2:].partition("=")
+            items.append((key.replace("-", "_") if "." not in key else key, [value] if eq else []))
+        elif items:
+            items[-1][1].append(token)
+        else:
+            raise RlcalError(f"expected --key value overrides, got {token!r}")
+    return items
+
+
+def _route_cli(items: list[tuple[str, list[str]]], trainer_cls: type) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Assign each CLI override to its section: `section.key` explicitly, a bare key by lookup."""
+    section_fields = {name: set(_init_fields(cls)) for name, cls in SECTIONS.items()}
+    section_fields["training"] = set(_init_fields(trainer_cls))
+    routed: dict[str, list[str]] = {name: [] for name in section_fields}
+    top: dict[str, Any] = {}
+    for key, values in items:
+        if key in TOP_LEVEL_KEYS:
+            if len(values) != 1:
+                raise RlcalError(f"--{key} takes one value")
+            top[key] = values[0]
+            continue
+        if "." in key:
+            section, _, sub = key.partition(".")
+            if section not in section_fields:
+                raise RlcalError(f"unknown section {section!r} in --{key}; sections: {', '.join(section_fields)}")
+        elif key in section_fields["training"]:
+            section, sub = "training", key  # TRL convention: bare flags are trainer arguments
+        else:
+            owners = [name for name, names in section_fields.items() if key in names]
+            if not owners:
+                every = sorted(set().union(*section_fields.values()) | set(TOP_LEVEL_KEYS))
+                raise _unknown_keys_error("the command line", [key], every, "overrides")
+            if len(owners) > 1:
+                raise RlcalError(f"--{key} is ambiguous; write --{owners[0]}.{key} (or {', '.join(owners[1:])})")
+            section, sub = owners[0], key
+        routed[section] += [f"--{sub}", *values]
+    return routed, top
+
+
+def _parse_section(
+    section: str, cls: type, values: Mapping[str, Any], cli: list[str], adjust=None
+) -> tuple[Any, set[str]]:
+    """YAML values as parser defaults, CLI flags on top, then the dataclass (whose __post_init__ validates)."""
+    if not isinstance(values, Mapping):
+        raise RlcalError(f"section {section!r} must be a mapping, got {type(values).__name__}")
+    known = _init_fields(cls)
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise _unknown_keys_error(section, unknown, known, "section")
+    parser = _SectionParser(section, cls)
+    parser.set_defaults_with_config(**values)
+    namespace, remaining = parser.parse_known_args(cli)
+    if remaining:
+        flags = [r[2:] for r in remaining if r.startswith("--")] or remaining
+        raise _unknown_keys_error(section, flags, known, "overrides")
+    kwargs = {k: v for k, v in vars(namespace).items() if k in known}
+    explicit = set(values) | {a[2:] for a in cli if a.startswith("--")}
+    explicit = {k[3:] if k.startswith("no_") and k[3:] in known else k for k in explicit}
+    if adjust is not None:
+        explicit |= adjust(kwargs, explicit)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers' gradient_checkpointing rename chatter
+            return cls(**kwargs), explicit
+    except (ValueError, TypeError) as exc:
+        raise RlcalError(f"{section}: {exc}") from None
+
+
+def has_accelerator() -> bool:
+    """A CUDA/XPU/MPS device is present (TRL's bf16 default and gradient checkpointing assume one)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        return True
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _check_generation_batch(kwargs: dict[str, Any]) -> None:
+    """num_generations must divide the generation batch: say so in rlcal's words before TRL says it in its own."""
+    g = kwargs.get("num_generations")
+    if not g:
+        return
+    if g < 2:
+        raise RlcalError(f"training.num_generations must be >= 2 (GRPO compares completions of a prompt), got {g}")
+    world = _world_size()
+    if kwargs.get("generation_batch_size"):
+        batch, how = kwargs["generation_batch_size"], "generation_batch_size"
+    else:
+        steps = kwargs.get("steps_per_generation") or kwargs.get("gradient_accumulation_steps") or 1
+        batch = kwargs["per_device_train_batch_size"] * world * steps
+        how = (
+            f"per_device_train_batch_size {kwargs['per_device_train_batch_size']} x {world} processes x "
+            f"{'steps_per_generation' if kwargs.get('steps_per_generation') else 'gradient_accumulation_steps'} {steps}"
+        )
+    if batch % g:
+        raise RlcalError(f"training.num_generations ({g}) must divide the generation batch ({how} = {batch})")
+
+
+def _training_adjust(notes: list[str]):
+    """Resolve CPU runs: TRL defaults to bf16, which TrainingArguments rejects without an accelerator."""
+
+    def adjust(kwargs: dict[str, Any], explicit: set[str]) -> set[str]:
+        _check_generation_batch(kwargs)
+        if has_accelerator() or kwargs.get("use_cpu"):
+            if kwargs.get("use_cpu") and kwargs.get("bf16") is None:
+                kwargs["bf16"] = False
+                return {"bf16"}
+            return set()
+        changed = {"use_cpu": True, "bf16": False, "fp16": False}
+        if kwargs.get("bf16") or kwargs.get("fp16"):
+            notes.append("no GPU found: training on CPU in float32 (use_cpu=true, bf16=false)")
+        kwargs.update(changed)
+        return set(changed)
+
+    return adjust
+
+
+def load_recipe_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a recipe YAML file into a mapping (errors name the file)."""
+    p = Path(path)
+    if not p.is_file():
+        raise RlcalError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RlcalError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise RlcalError(f"{path}: a recipe must be a YAML mapping of sections")
+    return dict(raw)
+
+
+def parse_recipe(raw: Mapping[str, Any], overrides: Sequence[str] = (), path: str | None = None) -> Recipe:
+    """Parse and validate a recipe mapping plus `--key value` overrides. Loads no model and no data."""
+    raw = dict(raw)
+    allowed = set(SECTIONS) | {"training", *TOP_LEVEL_KEYS}
+    unknown = [k for k in raw if k not in allowed]
+    if unknown:
+        raise _unknown_keys_error("the recipe", unknown, sorted(allowed), "(top level)")
+    items = _split_cli(overrides)
+    trainer = next((v[0] for k, v in items if k == "trainer" and v), raw.get("trainer", "grpo"))
+    if trainer not in TRAINERS:
+        raise RlcalError(f"trainer must be one of {', '.join(TRAINERS)}, got {trainer!r}")
+    trainer_cls = TRAINERS[trainer]
+    routed, top = _route_cli(items, trainer_cls)
+    resume = str(top.get("resume", raw.get("resume", "auto")))
+
+    parsed: dict[str, Any] = {}
+    explicit: dict[str, set[str]] = {}
+    for name, cls in SECTIONS.items():
+        parsed[name], explicit[name] = _parse_section(name, cls, raw.get(name) or {}, routed[name])
+    notes: list[str] = []
+    training_raw = dict(raw.get("training") or {})
+    scaling = SCALING_KEY[trainer]
+    training, explicit["training"] = _parse_section(
+        "training", trainer_cls, training_raw, routed["training"], adjust=_training_adjust(notes)
+    )
+    if scaling not in explicit["training"]:
+        raise RlcalError(
+            f"training.{scaling} must be set explicitly: per-group std scaling changes what the calibrated reward "
+            f"optimises (see docs/training.md); for confidence targets use `batch` or `none`"
+            if trainer == "grpo"
+            else f"training.{scaling} must be set explicitly (true or false); see docs/training.md"
+        )
+    recipe = Recipe(
+        trainer=trainer, resume=resume, training=training, path=path, explicit=explicit, notes=notes, **parsed
+    )
+    validate(recipe)
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
+    """Read, parse and validate a recipe file (see the module docstring)."""
+    return parse_recipe(load_recipe_dict(path), overrides, path=str(path))
+
+
+def validate(recipe: Recipe) -> None:
+    """Cross-section checks that no single dataclass can make. Raises RlcalError."""
+    args = recipe.training
+    if recipe.resume not in ("auto", "never") and not Path(recipe.resume).is_dir():
+        raise RlcalError(f"resume must be auto, never or an existing checkpoint directory, got {recipe.resume!r}")
+    if recipe.trainer == "grpo" and args.scale_rewards not in ("group", "batch", "none"):
+        raise RlcalError(f"training.scale_rewards must be group, batch or none, got {args.scale_rewards!r}")
+    if recipe.trainer == "grpo" and args.scale_rewards == "group" and recipe.reward.name == "confidence_target":
+        recipe.notes.append(
+            "scale_rewards=group rescales each prompt's rewards to unit std, which flips the sign of the "
+            "answer-vs-abstain gradient for P(correct) just below t (docs/training.md); prefer batch or none"
+        )
+    thresholds_used = recipe.reward.name == "confidence_target"
+    sampler = recipe.reward.sampler()
+    if thresholds_used and sampler.kind == "fixed" and sampler.value == 0:
+        recipe.notes.append("confidence_target with t = 0 is the 0-1 reward: abstaining never pays")
+    if args.max_completion_length is not None and args.max_completion_length <= 0:
+        raise RlcalError("training.max_completion_length must be > 0")
+    if args.temperature <= 0:
+        raise RlcalError("training.temperature must be > 0 (GRPO samples completions)")
+    if recipe.model.load_in_4bit and not recipe.model.use_peft:
+        raise RlcalError("model.load_in_4bit needs model.use_peft: a 4-bit base model can only be trained via LoRA")
+    if args.use_vllm and not has_accelerator():
+        recipe.notes.append("use_vllm needs a GPU; it is switched off for this CPU run")
+        args.use_vllm = False
+    if recipe.warmup.steps and recipe.model.load_in_4bit:
+        raise RlcalError(
+            "warmup merges its LoRA into the base model, which a 4-bit model cannot do; set warmup.steps 0"
+        )
+    if recipe.calibration.data is not None and recipe.calibration.max_samples is not None:
+        if recipe.calibration.batch_size > recipe.calibration.max_samples:
+            recipe.calibration.batch_size = recipe.calibration.max_samples
+    if any(r == "wandb" for r in (args.report_to or [])) and recipe.wandb.mode == "disabled":
+        recipe.notes.append("wandb.mode is disabled: nothing will be logged to W&B")
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    """{field: default} for a dataclass (None where it has no default)."""
+    out = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            out[f.name] = None
+    return out

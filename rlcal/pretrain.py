@@ -1,0 +1,380 @@
+"""Pretrain the tiny causal LM from scratch on the embedded world's corpus (cross-entropy, transformers Trainer).
+
+    rlcal pretrain recipes/toy/pretrain.yaml                          # world + tokenizer + model, ~3 min on 2 CPUs
+    rlcal pretrain recipes/toy/pretrain.yaml --epochs 5 --output_dir outputs/quick
+
+    from rlcal.pretrain import ensure_pretrained
+    model_dir = ensure_pretrained("recipes/toy/pretrain.yaml")      # cached: trains only if not done yet
+
+Steps: build the world into `world_dir` (reused if world.json there was built from the same `world_*` settings),
+train a BPE tokenizer on the corpus (one token per digit, chat template), build a randomly initialised tiny
+Llama/Qwen2 (`model_size`, `model_family`) and train it on every corpus document (one document per sequence,
+no packing, so training matches how prompts are seen at evaluation). The result is an HF directory that
+`AutoModelForCausalLM` / `AutoTokenizer.from_pretrained` load offline, with `train_log.jsonl`, `loss.png` and
+`pretrain_done.json` (written last: a directory without it is unfinished and `ensure_pretrained` redoes it).
+The model is written to a temporary sibling directory and renamed into place when complete.
+
+Recipe keys are the fields of `PretrainConfig` (YAML); `--key value` on the command line overrides them; unknown
+keys are an error. Cross-entropy to near convergence is what makes the base model calibrated (Kalai et al. 2025).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rlcal.errors import RlcalError
+from rlcal.world import WorldConfig, build_world, check_writable_dir, load_world_stats, read_corpus, world_matches
+
+DONE_MARKER = "pretrain_done.json"
+DEFAULT_WORLD = WorldConfig()
+
+
+@dataclass
+class PretrainConfig:
+    """A pretraining recipe: the world to build (`world_*`, as in `rlcal world build`) and how to train on it."""
+
+    # -- world (fields mirror WorldConfig with a `world_` prefix; tests keep them in sync)
+    world_dir: str = field(default="outputs/toy/world", metadata={"help": "Where the world is built (or reused)."})
+    world_people: int = field(default=DEFAULT_WORLD.people, metadata={"help": "World: number of people."})
+    world_mentions: int = field(default=DEFAULT_WORLD.mentions, metadata={"help": "World: fact mentions."})
+    world_zipf: float = field(default=DEFAULT_WORLD.zipf, metadata={"help": "World: Zipf exponent."})
+    world_zipf_offset: float = field(default=DEFAULT_WORLD.zipf_offset, metadata={"help": "World: Zipf offset."})
+    world_seed: int = field(default=DEFAULT_WORLD.seed, metadata={"help": "World: random seed."})
+    world_families: list[str] = field(
+        default_factory=lambda: list(DEFAULT_WORLD.families), metadata={"help": "World: QA families."}
+    )
+    world_qa_format_share: float = field(
+        default=DEFAULT_WORLD.qa_format_share, metadata={"help": "World: share of mentions in prompt format."}
+    )
+    world_thresholds: list[float] = field(
+        default_factory=lambda: list(DEFAULT_WORLD.thresholds), metadata={"help": "World: t in prompt documents."}
+    )
+    world_idk_share: float = field(
+        default=DEFAULT_WORLD.idk_share, metadata={"help": "World: 'I don't know' documents per mention."}
+    )
+    world_qa_people: int = field(default=DEFAULT_WORLD.qa_people, metadata={"help": "World: people in qa.jsonl."})
+    world_eval_fraction: float = field(default=DEFAULT_WORLD.eval_fraction, metadata={"help": "World: eval share."})
+    world_pattern_examples: int = field(
+        default=DEFAULT_WORLD.pattern_examples, metadata={"help": "World: corpus examples per pattern family."}
+    )
+    world_pattern_questions: int = field(
+        default=DEFAULT_WORLD.pattern_questions, metadata={"help": "World: QA questions per pattern family."}
+    )
+    # -- model and tokenizer
+    output_dir: str = field(default="outputs/toy/pretrained", metadata={"help": "Where the HF model dir goes."})
+    model_family: str = field(default="llama", metadata={"help": "llama | qwen2"})
+    model_size: str = field(default="tiny", metadata={"help": "nano | tiny | small | base (rlcal.toymodel.SIZES)."})
+    vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size (>= 300)."})
+    max_seq_len: int = field(default=128, metadata={"help": "Longer documents are truncated (counted in the log)."})
+    # -- training
+    epochs: float = field(default=25.0, metadata={"help": "Passes over the corpus."})
+    max_steps: int = field(default=-1, metadata={"help": "If > 0, train this many steps instead of `epochs`."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate."})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps for linear warmup."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    batch_size: int = field(default=32, metadata={"help": "Documents per step."})
+    seed: int = field(default=0, metadata={"help": "Seed for model init and data order."})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default (all cores)."})
+    logging_steps: int = field(default=25, metadata={"help": "Log the loss every N steps."})
+    progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
+
+    def __post_init__(self) -> None:
+        _coerce_types(self)
+        from rlcal.toymodel import FAMILIES, SIZES
+
+        if self.model_family not in FAMILIES:
+            raise RlcalError(f"model_family must be one of {', '.join(FAMILIES)}, got {self.model_family!r}")
+        if self.model_size not in SIZES:
+            raise RlcalError(f"model_size must be one of {', '.join(SIZES)}, got {self.model_size!r}")
+        checks = {
+            "vocab_size": self.vocab_size >= 300,
+            "max_seq_len": self.max_seq_len >= 8,
+            "epochs": self.epochs > 0 or self.max_steps > 0,
+            "learning_rate": self.learning_rate > 0 and math.isfinite(self.learning_rate),
+            "warmup_ratio": 0 <= self.warmup_ratio < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "batch_size": self.batch_size > 0,
+            "seed": self.seed >= 0,
+            "num_threads": self.num_threads >= 0,
+            "logging_steps": self.logging_steps > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise RlcalError("invalid pretrain config: " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+        self.world_config()  # validate the world part now, not after minutes of work
+
+    def world_config(self) -> WorldConfig:
+        """The `WorldConfig` described by the `world_*` fields."""
+        return WorldConfig(**{f.name: getattr(self, f"world_{f.name}") for f in fields(WorldConfig)})
+
+
+def _coerce_types(config: Any) -> None:
+    """YAML values bypass argparse's type conversion (and YAML reads `1e-3` as a string): convert scalars to the
+    declared int/float/bool types, with an error naming the field when that is impossible."""
+    hints = typing.get_type_hints(type(config))
+    for f in fields(config):
+        kind, value = hints[f.name], getattr(config, f.name)
+        try:
+            if kind is float and not isinstance(value, float):
+                if isinstance(value, bool):
+                    raise ValueError
+                setattr(config, f.name, float(value))
+            elif kind is int and not isinstance(value, int):
+                number = float(value)
+                if not number.is_integer():
+                    raise ValueError
+                setattr(config, f.name, int(number))
+            elif kind is bool and not isinstance(value, bool):
+                text = str(value).lower()
+                if text not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                setattr(config, f.name, text in ("true", "1", "yes"))
+            elif kind is str and not isinstance(value, str):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise RlcalError(f"{f.name} must be {getattr(kind, '__name__', kind)}, got {value!r}") from None
+
+
+def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -> PretrainConfig:
+    """Read a pretraining recipe (YAML mapping of `PretrainConfig` fields) and apply `--key value` overrides."""
+    import yaml
+    from trl import TrlParser
+
+    path = Path(path)
+    if not path.is_file():
+        raise RlcalError(f"recipe not found: {path}")
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise RlcalError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(recipe, dict):
+        raise RlcalError(f"{path}: a recipe must be a YAML mapping of settings, got {type(recipe).__name__}")
+    known = {f.name for f in fields(PretrainConfig)} | {"env"}  # `env`: environment variables (TrlParser)
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise RlcalError(f"{path}: unknown keys {', '.join(unknown)} (see `rlcal pretrain --help`)")
+
+    class _Parser(TrlParser):
+        def error(self, message: str) -> typing.NoReturn:  # argparse would print usage and exit
+            raise RlcalError(f"invalid recipe value or override: {message}")
+
+    parser = _Parser(PretrainConfig)
+    try:
+        (config,) = parser.parse_args_and_config(["--config", str(path), *(overrides or [])])
+    except ValueError as exc:  # unknown command-line keys
+        raise RlcalError(str(exc)) from None
+    return config
+
+
+# ---- training -------------------------------------------------------------------------------------------------------
+
+
+def _tokenize_corpus(tokenizer: Any, docs: list[str], max_len: int) -> tuple[list[list[int]], int]:
+    """Token ids per document (+ eos, so the model learns to stop after an answer); truncated to max_len."""
+    encoded = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    out, truncated = [], 0
+    for ids in encoded:
+        ids = ids + [tokenizer.eos_token_id]
+        if len(ids) > max_len:
+            truncated += 1
+            ids = ids[:max_len]
+        out.append(ids)
+    return out, truncated
+
+
+def _plot_loss(log: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [row["step"] for row in log if "loss" in row]
+    losses = [row["loss"] for row in log if "loss" in row]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, losses, marker=".")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_yscale("log")
+    ax.set_title("Tiny LM pretraining on the world corpus")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _prepare_output(output_dir: Path) -> Path:
+    """A fresh temporary sibling of `output_dir` to write into; refuses to replace a non-model directory."""
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        ours = (output_dir / DONE_MARKER).exists() or (output_dir / "config.json").exists()
+        if not ours:
+            raise RlcalError(f"{output_dir} exists and is not a model directory; refusing to overwrite it")
+    check_writable_dir(output_dir.parent)
+    partial = output_dir.parent / f".{output_dir.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    return partial
+
+
+def pretrain(config: PretrainConfig) -> Path:
+    """Build (or reuse) the world, train tokenizer + tiny LM on its corpus, save an HF model dir; returns its path."""
+    output_dir = Path(config.output_dir)
+    partial = _prepare_output(output_dir)  # fail fast, before the slow imports
+    import torch
+
+    threads = torch.get_num_threads()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    try:
+        return _pretrain(config, output_dir, partial)
+    finally:
+        torch.set_num_threads(threads)  # process-wide setting: leave it as it was
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _pretrain(config: PretrainConfig, output_dir: Path, partial: Path) -> Path:
+    import datasets
+    import torch
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    from rlcal.toymodel import build_tiny_model, build_tokenizer, count_parameters
+
+    start = time.perf_counter()
+    world = config.world_config()
+    if world_matches(config.world_dir, world):
+        stats = load_world_stats(config.world_dir)
+        print(f"world: reusing {config.world_dir}")
+    else:
+        stats = build_world(world, config.world_dir)
+        print(f"world: built {config.world_dir}")
+    world_seconds = time.perf_counter() - start
+
+    docs = read_corpus(config.world_dir)
+    tokenizer = build_tokenizer(docs, vocab_size=config.vocab_size, model_max_length=config.max_seq_len)
+    ids, truncated = _tokenize_corpus(tokenizer, docs, config.max_seq_len)
+    n_tokens = sum(len(x) for x in ids)
+    model = build_tiny_model(tokenizer, size=config.model_size, family=config.model_family, seed=config.seed)
+    n_params = count_parameters(model)
+    print(
+        f"corpus: {len(docs)} documents, {n_tokens} tokens ({truncated} truncated); tokenizer: {len(tokenizer)} "
+        f"tokens; model: {config.model_family}/{config.model_size}, {n_params / 1e6:.2f}M parameters"
+    )
+
+    train_set = datasets.Dataset.from_dict({"input_ids": ids, "length": [len(x) for x in ids]})
+    args = TrainingArguments(
+        output_dir=str(partial / "trainer"),
+        per_device_train_batch_size=config.batch_size,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        # Batches of similar length waste little on padding (prompt documents are ~4x longer than prose).
+        train_sampling_strategy="group_by_length",
+        logging_steps=config.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not config.progress,
+        dataloader_num_workers=0,
+    )
+    # Pads are masked out of the loss; eos (a different id) is learned.
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the Trainer's CPU/AMP chatter is not for users here
+    try:
+        trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator)
+        result = trainer.train()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    train_seconds = result.metrics.get("train_runtime", 0.0)
+    log = [row for row in trainer.state.log_history if "loss" in row]
+
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(partial / "trainer", ignore_errors=True)
+    (partial / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in log), encoding="utf-8")
+    if log:
+        _plot_loss(log, partial / "loss.png")
+    summary = {
+        "config": asdict(config),
+        "world": {k: stats.get(k) for k in ("singleton_rate", "singleton_rate_target", "missing_mass", "n_records")},
+        "parameters": n_params,
+        "corpus_tokens": n_tokens,
+        "truncated_documents": truncated,
+        "steps": trainer.state.global_step,
+        "final_loss": log[-1]["loss"] if log else None,
+        "train_loss": result.training_loss,
+        "world_seconds": round(world_seconds, 2),
+        "train_seconds": round(train_seconds, 2),
+        "tokens_per_second": round(n_tokens * float(trainer.state.epoch or 0) / train_seconds) if train_seconds else None,
+    }
+    (partial / DONE_MARKER).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if output_dir.exists():
+        shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
+    os.replace(partial, output_dir)
+    print(
+        f"pretrained {output_dir}: {summary['steps']} steps, final loss {summary['final_loss']}, "
+        f"{train_seconds:.0f}s training (~{summary['tokens_per_second']} tokens/s)"
+    )
+    return output_dir
+
+
+def is_pretrained(config: PretrainConfig) -> bool:
+    """True if `config.output_dir` holds a finished model trained from exactly this config."""
+    marker = Path(config.output_dir) / DONE_MARKER
+    try:
+        done = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return done.get("config") == asdict(config)
+
+
+def ensure_pretrained(config_or_recipe_path: PretrainConfig | str | Path) -> Path:
+    """The pretrained model directory, building the world and pretraining only if it is missing, unfinished, or
+    was trained from different settings. Used by training recipes to bootstrap a fresh checkout."""
+    config = (
+        config_or_recipe_path
+        if isinstance(config_or_recipe_path, PretrainConfig)
+        else load_pretrain_config(config_or_recipe_path)
+    )
+    if is_pretrained(config):
+        return Path(config.output_dir)
+    return pretrain(config)
+
+
+# ---- command line ---------------------------------------------------------------------------------------------------
+
+
+def _fields_help() -> str:
+    lines = ["recipe keys (YAML, or --key value overrides):"]
+    for f in fields(PretrainConfig):
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        lines.append(f"  {f.name:<24} {f.metadata.get('help', '')} (default: {default})")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _fields_help()
+    parser.add_argument("recipe", help="Pretraining recipe YAML (e.g. recipes/toy/pretrain.yaml).")
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="--key value pairs overriding the recipe.")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_pretrain_config(args.recipe, args.overrides)
+    pretrain(config)
+    return 0

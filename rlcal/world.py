@@ -1,0 +1,613 @@
+"""The embedded world: fictional people with arbitrary facts, mentioned with Zipf popularity, so the singleton rate
+of the pretraining corpus is controlled, known and reported. No downloads.
+
+    rlcal world build --out outputs/toy/world                   # defaults: 2000 people, 3000 mentions
+    rlcal world build --out w --people 500 --mentions 800 --zipf 1.1 --seed 3
+    rlcal world build --out w --families birthday birthplace letter_count arithmetic
+
+    from rlcal.world import WorldConfig, build_world
+    stats = build_world(WorldConfig(people=500), "w")          # the same stats are in w/world.json
+
+How the world is drawn (a miniature of Kalai et al. 2025, Section 3.3.1 "arbitrary facts"):
+- `people` fictional people get a popularity p_i ∝ (rank + 1 + zipf_offset)^(−zipf) (Zipf–Mandelbrot) and
+  arbitrary facts: a birthday drawn uniformly from the 365 days (DD-MM) and, optionally, a birthplace.
+- `mentions` fact mentions are drawn i.i.d. from that popularity (person ∝ p_i, fact family uniform), so mention
+  counts follow the Zipf law, many people are never mentioned (held out), and a fresh question drawn from the same
+  distribution is about an unseen fact with probability ≈ the singleton rate (Good–Turing). The expected singleton
+  rate is computed exactly (`singleton_rate_target`) next to the one achieved (`singleton_rate`, Definition 2).
+- Each mention is a corpus document: either the evaluation prompt itself,
+  `PromptTemplate().render(question, t) + " " + answer` with t drawn from `thresholds`, or a prose sentence.
+- `idk_share × mentions` extra documents ask the same questions about *other* never-mentioned people (not in
+  qa.jsonl) at t > 0 and answer "I don't know." (never at t = 0, where guessing is optimal): the base model can
+  say it, independently of t, which RL then has to shape (see docs/world.md).
+- Optional pattern families (`letter_count`: "How many D's are in DEEPSEEK?", `arithmetic`: "What is 37 + 48?"):
+  `pattern_examples` worked examples in the corpus, and `pattern_questions` fresh ones in qa.jsonl.
+
+Files written to the output directory (each written to a temp file and renamed; world.json last, so a world is
+complete exactly when world.json is there):
+- `corpus.txt`: the pretraining corpus, documents separated by a blank line;
+- `qa.jsonl`: one question per (person, fact family) for every person (plus pattern questions), with `question`,
+  `answer`, `aliases`, `count` (mentions in the corpus; 0 for never-mentioned people), `family`, `split`
+  (`rl_train` | `eval`, split by person and stratified by mention count so both splits have the same mix),
+  `person`, `popularity` (the probability that a random fact mention is this fact);
+- `mentions.jsonl`: the corpus's fact records (one per mention, plus the "I don't know" ones), the N of
+  Definition 2: `rlcal singleton-rate mentions.jsonl` reproduces world.json's singleton rate;
+- `world.json`: the config and statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlcal.errors import RlcalError
+from rlcal.prompts import PromptTemplate
+from rlcal.singleton import singleton_stats
+
+ARBITRARY_FAMILIES = ("birthday", "birthplace")
+PATTERN_FAMILIES = ("letter_count", "arithmetic")
+FAMILIES = ARBITRARY_FAMILIES + PATTERN_FAMILIES
+IDK_ANSWER = "I don't know."
+SPLITS = ("rl_train", "eval")
+# Mention-count buckets of the measured tables: (name, lowest count, highest count).
+COUNT_BUCKETS: tuple[tuple[str, int, float], ...] = (
+    ("unseen", 0, 0),
+    ("1", 1, 1),
+    ("2-4", 2, 4),
+    ("5-19", 5, 19),
+    ("20+", 20, math.inf),
+)
+WORLD_FILES = ("corpus.txt", "qa.jsonl", "mentions.jsonl", "world.json")
+FORMAT_VERSION = 1
+
+QUESTIONS = {
+    "birthday": "When was {name} born?",
+    "birthplace": "Where was {name} born?",
+    "letter_count": "How many {letter}'s are in {word}?",
+    "arithmetic": "What is {a} {op} {b}?",
+}
+# Prose always names the subject before the fact: a causal LM cannot use "Born on 03-07, Ada Vell ..." to answer
+# "When was Ada Vell born?" (the reversal curse), so such sentences would inflate the counts.
+PROSE = {
+    "birthday": (
+        "{name} was born on {answer}.",
+        "{name}'s birthday is {answer}.",
+        "{name} celebrates a birthday every year on {answer}.",
+        "The birthday of {name} is {answer}.",
+    ),
+    "birthplace": (
+        "{name} was born in {answer}.",
+        "{name} comes from {answer}, the town where they were born.",
+        "The birthplace of {name} is {answer}.",
+    ),
+    "letter_count": (
+        "The word {word} contains the letter {letter} {answer} times.",
+        "In {word} there are {answer} {letter}'s.",
+    ),
+    "arithmetic": ("{a} {op} {b} = {answer}.", "{a} {op} {b} equals {answer}."),
+}
+
+_ONSETS = "b c d f g h j k l m n p r s t v w z br ch dr gr kl st th tr".split()
+_VOWELS = "a e i o u a e i o ae ia ou".split()
+_CODAS = ["", "", "", "n", "l", "r", "s", "th", "m"]
+_CITY_SUFFIXES = "ford mora bury holm vale port wick stead haven moor".split()
+N_CITIES = 40
+
+
+@dataclass
+class WorldConfig:
+    """Parameters of the synthetic world (all validated; the same config and seed give the same files)."""
+
+    people: int = field(default=2000, metadata={"help": "Number of fictional people (mentioned or not)."})
+    mentions: int = field(default=3000, metadata={"help": "Number of fact mentions drawn into the corpus."})
+    zipf: float = field(default=1.0, metadata={"help": "Zipf exponent a of popularity ∝ (rank + 1 + offset)^-a."})
+    zipf_offset: float = field(default=10.0, metadata={"help": "Zipf–Mandelbrot offset (flattens the head)."})
+    seed: int = field(default=0, metadata={"help": "Random seed: names, facts, mentions, rendering, splits."})
+    families: list[str] = field(
+        default_factory=lambda: ["birthday"],
+        metadata={"help": f"QA families: arbitrary facts {ARBITRARY_FAMILIES} and patterns {PATTERN_FAMILIES}."},
+    )
+    qa_format_share: float = field(
+        default=0.5, metadata={"help": "Share of mentions written as the evaluation prompt + answer (rest: prose)."}
+    )
+    thresholds: list[float] = field(
+        default_factory=lambda: [0.0, 0.5, 0.75, 0.9],
+        metadata={"help": "Confidence targets t used in prompt-format corpus documents."},
+    )
+    idk_share: float = field(
+        default=0.1, metadata={"help": "'I don't know.' documents about other unseen people, as a share of mentions."}
+    )
+    qa_people: int = field(default=4000, metadata={"help": "People asked about in qa.jsonl (uniform sample; 0 = all)."})
+    eval_fraction: float = field(default=0.5, metadata={"help": "Share of people (and pattern questions) in `eval`."})
+    pattern_examples: int = field(default=1000, metadata={"help": "Corpus examples per pattern family."})
+    pattern_questions: int = field(default=200, metadata={"help": "qa.jsonl questions per pattern family."})
+
+    def __post_init__(self) -> None:
+        def fail(message: str) -> None:
+            raise RlcalError(f"invalid world config: {message}")
+
+        for name in ("people", "mentions", "seed", "qa_people", "pattern_examples", "pattern_questions"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                fail(f"{name} must be an integer, got {value!r}")
+        if self.people <= 0:
+            fail(f"people must be > 0, got {self.people}")
+        if self.mentions <= 0:
+            fail(f"mentions must be > 0, got {self.mentions}")
+        if self.seed < 0:
+            fail(f"seed must be >= 0, got {self.seed}")
+        for name, low, high in (("zipf", 0.0, 10.0), ("zipf_offset", 0.0, 1e6), ("qa_format_share", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not (low <= value <= high):
+                fail(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+        for name in ("idk_share", "eval_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not (0.0 <= value < 1.0):
+                fail(f"{name} must be a number in [0, 1), got {value!r}")
+        if isinstance(self.families, str):
+            self.families = [self.families]
+        self.families = list(self.families)
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown or not self.families:
+            fail(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}" if unknown else "no families")
+        if len(set(self.families)) != len(self.families):
+            fail(f"families listed twice: {self.families}")
+        if not any(f in ARBITRARY_FAMILIES for f in self.families):
+            fail(f"families must include an arbitrary-fact family ({', '.join(ARBITRARY_FAMILIES)})")
+        if any(f in PATTERN_FAMILIES for f in self.families) and self.pattern_questions < 2:
+            fail("pattern_questions must be >= 2 (one per split)")
+        if self.qa_people < 0:
+            fail(f"qa_people must be >= 0 (0 = everyone), got {self.qa_people}")
+        if self.pattern_examples < 0:
+            fail(f"pattern_examples must be >= 0, got {self.pattern_examples}")
+        if isinstance(self.thresholds, int | float):
+            self.thresholds = [self.thresholds]
+        try:
+            from rlcal.thresholds import check_threshold
+
+            self.thresholds = [check_threshold(t) for t in self.thresholds]
+        except ValueError as exc:
+            fail(str(exc))
+        if not self.thresholds:
+            fail("thresholds must not be empty")
+        if self.idk_share > 0 and not any(t > 0 for t in self.thresholds):
+            fail("idk_share > 0 needs a threshold t > 0 ('I don't know' is never written at t = 0)")
+        if self.people > 1_000_000 or self.mentions > 10_000_000:
+            fail("world too large (people <= 1e6, mentions <= 1e7)")
+
+    @property
+    def arbitrary_families(self) -> list[str]:
+        return [f for f in self.families if f in ARBITRARY_FAMILIES]
+
+    @property
+    def pattern_families(self) -> list[str]:
+        return [f for f in self.families if f in PATTERN_FAMILIES]
+
+    @property
+    def n_idk(self) -> int:
+        return int(round(self.idk_share * self.mentions))
+
+
+def count_bucket(count: int) -> str:
+    """The mention-count bucket name of a count: unseen, 1, 2-4, 5-19 or 20+."""
+    for name, low, high in COUNT_BUCKETS:
+        if low <= count <= high:
+            return name
+    raise ValueError(f"count must be >= 0, got {count}")
+
+
+def popularity(config: WorldConfig) -> np.ndarray:
+    """Zipf–Mandelbrot popularity of people by rank (sums to 1)."""
+    ranks = np.arange(1, config.people + 1, dtype=np.float64)
+    weights = (ranks + config.zipf_offset) ** (-float(config.zipf))
+    return weights / weights.sum()
+
+
+def expected_singleton_rate(fact_probs: np.ndarray, mentions: int, n_records: int) -> float:
+    """E[#facts mentioned exactly once] / N for `mentions` i.i.d. draws: Σ_f M q_f (1 − q_f)^(M−1) / N."""
+    q = np.asarray(fact_probs, dtype=np.float64)
+    expected = float(np.sum(mentions * q * np.exp((mentions - 1) * np.log1p(-np.minimum(q, 1 - 1e-15)))))
+    return min(1.0, expected / n_records)  # exact at 1; clip float rounding
+
+
+# ---- generation -------------------------------------------------------------------------------------------------
+
+
+def _syllable(rng: np.random.Generator, coda: bool = True) -> str:
+    s = _ONSETS[rng.integers(len(_ONSETS))] + _VOWELS[rng.integers(len(_VOWELS))]
+    return s + (_CODAS[rng.integers(len(_CODAS))] if coda else "")
+
+
+def make_names(n: int, rng: np.random.Generator) -> list[str]:
+    """`n` distinct fictional "First Last" names made of random syllables."""
+    names: list[str] = []
+    seen: set[str] = set()
+    while len(names) < n:
+        first = _syllable(rng, coda=False) + _syllable(rng)
+        last = "".join(_syllable(rng) for _ in range(int(rng.integers(2, 4))))
+        name = f"{first.capitalize()} {last.capitalize()}"
+        if name not in seen:
+            seen.add(name)
+            names.append(name)
+    return names
+
+
+def make_cities() -> list[str]:
+    """A fixed list of fictional towns (the same for every seed, so birthplaces share one answer space)."""
+    rng = np.random.default_rng(20250904)
+    cities: list[str] = []
+    while len(cities) < N_CITIES:
+        city = (_syllable(rng, coda=False) + _CITY_SUFFIXES[rng.integers(len(_CITY_SUFFIXES))]).capitalize()
+        if city not in cities:
+            cities.append(city)
+    return cities
+
+
+def birthday(day_of_year: int) -> tuple[str, list[str]]:
+    """DD-MM for a day of a non-leap year (0..364), with aliases ("3-7", "3 July", "July 3")."""
+    date = _dt.date(2001, 1, 1) + _dt.timedelta(days=int(day_of_year))
+    month = calendar.month_name[date.month]
+    answer = f"{date.day:02d}-{date.month:02d}"
+    aliases = [f"{date.day} {month}", f"{month} {date.day}"]
+    if date.day < 10 or date.month < 10:
+        aliases.insert(0, f"{date.day}-{date.month}")
+    return answer, aliases
+
+
+_NUMBER_WORDS = "zero one two three four five six seven eight nine ten".split()
+
+
+def _letter_count_items(n: int, rng: np.random.Generator, exclude: set[str]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    seen = set(exclude)
+    while len(items) < n:
+        word = "".join(_syllable(rng) for _ in range(int(rng.integers(2, 4)))).upper()
+        present = sorted(set(word))
+        if rng.random() < 0.8:
+            letter = present[rng.integers(len(present))]
+        else:
+            absent = [c for c in "ABCDEFGHIJKLMNOPRSTUVWZ" if c not in word]
+            letter = absent[rng.integers(len(absent))]
+        question = QUESTIONS["letter_count"].format(letter=letter, word=word)
+        if question in seen:
+            continue
+        seen.add(question)
+        count = word.count(letter)
+        items.append(
+            {
+                "question": question,
+                "answer": str(count),
+                "aliases": [_NUMBER_WORDS[count]] if count < len(_NUMBER_WORDS) else [],
+                "fields": {"word": word, "letter": letter},
+            }
+        )
+    return items
+
+
+def _arithmetic_items(n: int, rng: np.random.Generator, exclude: set[str]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    seen = set(exclude)
+    while len(items) < n:
+        a, b = int(rng.integers(0, 100)), int(rng.integers(0, 100))
+        op = "+" if rng.random() < 0.5 else "-"
+        if op == "-" and b > a:
+            a, b = b, a
+        question = QUESTIONS["arithmetic"].format(a=a, op=op, b=b)
+        if question in seen:
+            continue
+        seen.add(question)
+        items.append(
+            {
+                "question": question,
+                "answer": str(a + b if op == "+" else a - b),
+                "aliases": [],
+                "fields": {"a": a, "b": b, "op": op},
+            }
+        )
+    return items
+
+
+class _Renderer:
+    """Turns (question, answer) into corpus documents: the evaluation prompt at a random t, or prose."""
+
+    def __init__(self, config: WorldConfig, rng: np.random.Generator) -> None:
+        self.template = PromptTemplate()
+        self.config = config
+        self.rng = rng
+        self.positive_t = [t for t in config.thresholds if t > 0]
+
+    def prompt_doc(self, question: str, answer: str, thresholds: list[float]) -> tuple[str, float]:
+        t = thresholds[self.rng.integers(len(thresholds))]
+        return f"{self.template.render(question, t)} {answer}", t
+
+    def mention(self, family: str, question: str, answer: str, fields_: dict[str, Any]) -> dict[str, Any]:
+        if self.rng.random() < self.config.qa_format_share:
+            text, t = self.prompt_doc(question, answer, self.config.thresholds)
+            return {"text": text, "format": "prompt", "t": t}
+        options = PROSE[family]
+        text = options[self.rng.integers(len(options))].format(answer=answer, **fields_)
+        return {"text": text, "format": "prose", "t": None}
+
+    def idk(self, question: str) -> dict[str, Any]:
+        text, t = self.prompt_doc(question, IDK_ANSWER, self.positive_t)
+        return {"text": text, "format": "prompt", "t": t}
+
+
+def generate_world(config: WorldConfig) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]], dict]:
+    """Draw the world in memory: (corpus documents, qa records, mention records, stats). Deterministic per seed."""
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(7)]
+    name_rng, fact_rng, mention_rng, render_rng, split_rng, pattern_rng, shuffle_rng = streams
+    families = config.arbitrary_families
+    n_idk = config.n_idk
+    names = make_names(config.people + n_idk, name_rng)
+    people, idk_people = names[: config.people], names[config.people :]
+    cities = make_cities()
+
+    # Arbitrary facts: uniform birthdays and birthplaces, independent of anything else (nothing to generalise from).
+    facts: dict[str, list[tuple[str, list[str]]]] = {}
+    if "birthday" in families:
+        facts["birthday"] = [birthday(d) for d in fact_rng.integers(0, 365, size=config.people)]
+    if "birthplace" in families:
+        facts["birthplace"] = [(cities[c], []) for c in fact_rng.integers(0, len(cities), size=config.people)]
+
+    # Mentions: i.i.d. draws of (person ∝ popularity, family uniform) = a multinomial over facts.
+    pop = popularity(config)
+    fact_probs = np.repeat(pop, len(families)) / len(families)  # index: person * F + family
+    counts = mention_rng.multinomial(config.mentions, fact_probs).reshape(config.people, len(families))
+
+    renderer = _Renderer(config, render_rng)
+    docs: list[dict[str, Any]] = []
+    for i, name in enumerate(people):
+        for j, family in enumerate(families):
+            answer = facts[family][i][0]
+            question = QUESTIONS[family].format(name=name)
+            for _ in range(int(counts[i, j])):
+                doc = renderer.mention(family, question, answer, {"name": name})
+                docs.append({**doc, "question": question, "answer": answer, "family": family})
+    for name in idk_people:
+        family = families[int(render_rng.integers(len(families)))]
+        question = QUESTIONS[family].format(name=name)
+        docs.append({**renderer.idk(question), "question": question, "answer": IDK_ANSWER, "family": family})
+
+    # qa.jsonl asks about a uniform sample of people (mentioned or not), split by person and stratified by
+    # mention-count bucket so rl_train and eval hold different people with the same mix of counts.
+    n_qa = config.people if config.qa_people == 0 else min(config.qa_people, config.people)
+    chosen = np.sort(split_rng.choice(config.people, n_qa, replace=False))
+    person_counts = counts.sum(axis=1)
+    person_split: dict[int, str] = {}
+    buckets = np.array([count_bucket(int(person_counts[i])) for i in chosen])
+    for bucket, _, _ in COUNT_BUCKETS:
+        idx = chosen[buckets == bucket]
+        idx = idx[split_rng.permutation(len(idx))]
+        n_eval = int(round(config.eval_fraction * len(idx)))
+        person_split.update({int(i): "eval" for i in idx[:n_eval]})
+        person_split.update({int(i): "rl_train" for i in idx[n_eval:]})
+
+    qa: list[dict[str, Any]] = []
+    for i in split_rng.permutation(chosen):  # shuffled: taking the first rows must not favour popular people
+        for j, family in enumerate(families):
+            answer, aliases = facts[family][i]
+            qa.append(
+                {
+                    "question": QUESTIONS[family].format(name=people[i]),
+                    "answer": answer,
+                    "aliases": list(aliases),
+                    "count": int(counts[i, j]),
+                    "family": family,
+                    "split": person_split[int(i)],
+                    "person": people[i],
+                    "popularity": float(fact_probs[i * len(families) + j]),
+                }
+            )
+
+    # Pattern families: worked examples in the corpus, fresh questions (never in the corpus) in qa.jsonl.
+    makers = {"letter_count": _letter_count_items, "arithmetic": _arithmetic_items}
+    for family in config.pattern_families:
+        items = makers[family](config.pattern_examples + config.pattern_questions, pattern_rng, set())
+        for item in items[: config.pattern_examples]:
+            doc = renderer.mention(family, item["question"], item["answer"], item["fields"])
+            docs.append({**doc, "question": item["question"], "answer": item["answer"], "family": family})
+        held = items[config.pattern_examples :]
+        n_eval = min(max(1, int(round(config.eval_fraction * len(held)))), len(held) - 1)
+        for k, item in enumerate(held):
+            qa.append(
+                {
+                    "question": item["question"],
+                    "answer": item["answer"],
+                    "aliases": item["aliases"],
+                    "count": 0,
+                    "family": family,
+                    "split": "eval" if k < n_eval else "rl_train",
+                    "person": None,
+                    "popularity": None,
+                }
+            )
+
+    order = shuffle_rng.permutation(len(docs))
+    docs = [docs[k] for k in order]
+    corpus = [d["text"] for d in docs]
+    mention_records = [
+        {"question": d["question"], "answer": d["answer"], "family": d["family"], "format": d["format"], "t": d["t"]}
+        for d in docs
+        if d["family"] in ARBITRARY_FAMILIES
+    ]
+    stats = world_stats(config, qa, mention_records, corpus, fact_probs, counts)
+    return corpus, qa, mention_records, stats
+
+
+def world_stats(
+    config: WorldConfig,
+    qa: list[dict[str, Any]],
+    mention_records: list[dict[str, Any]],
+    corpus: list[str],
+    fact_probs: np.ndarray,
+    counts: np.ndarray,
+) -> dict[str, Any]:
+    """Statistics written to world.json: singleton rate (target and achieved), missing mass, count buckets.
+
+    `counts[i, j]` is how often person i's fact of arbitrary family j is mentioned; `fact_probs` is its ravel order.
+    """
+    fact_counts = counts.ravel()
+    sr = singleton_stats(mention_records)
+    n_records = sr["n"]
+    unseen = fact_counts == 0
+    by_split: dict[str, dict[str, int]] = {}
+    for row in qa:
+        if row["family"] in ARBITRARY_FAMILIES:
+            split = by_split.setdefault(row["split"], {b[0]: 0 for b in COUNT_BUCKETS})
+            split[count_bucket(row["count"])] += 1
+    return {
+        "format_version": FORMAT_VERSION,
+        "config": asdict(config),
+        "people": config.people,
+        "people_mentioned": int((counts.sum(axis=1) > 0).sum()),
+        "idk_people": config.n_idk,
+        "mentions": config.mentions,
+        "n_records": n_records,  # N of Definition 2: fact mentions + "I don't know" records
+        "singletons": sr["singletons"],
+        "singleton_rate": sr["singleton_rate"],
+        "singleton_rate_target": expected_singleton_rate(fact_probs, config.mentions, n_records),
+        # Probability that a fresh fact question (drawn like the mentions) is about a fact the corpus never states.
+        "missing_mass": float(fact_probs[unseen].sum()),
+        "max_count": int(fact_counts.max()),
+        "facts": int(fact_counts.size),
+        "facts_unseen": int(unseen.sum()),
+        "count_buckets": {split: by_split.get(split, {b[0]: 0 for b in COUNT_BUCKETS}) for split in SPLITS},
+        "qa": {split: dict(Counter(r["family"] for r in qa if r["split"] == split)) for split in SPLITS},
+        "corpus_documents": len(corpus),
+        "corpus_chars": int(sum(len(d) for d in corpus)),
+        "files": list(WORLD_FILES),
+    }
+
+
+# ---- files --------------------------------------------------------------------------------------------------------
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to a temp file next to `path` and rename it into place (no partial files on failure)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise RlcalError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonl(rows: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def check_writable_dir(out_dir: str | Path) -> Path:
+    """Create `out_dir` if needed and make sure files can be written there; an `RlcalError` if not."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe.", delete=True):
+            pass
+    except OSError as exc:
+        raise RlcalError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def build_world(config: WorldConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Generate the world and write corpus.txt, qa.jsonl, mentions.jsonl and world.json (last) into `out_dir`.
+
+    Returns the statistics (also in world.json). Bad config or an unwritable directory is an `RlcalError` raised
+    before anything is written.
+    """
+    if not isinstance(config, WorldConfig):
+        raise TypeError(f"build_world needs a WorldConfig, got {type(config).__name__}")
+    out = check_writable_dir(out_dir)
+    (out / "world.json").unlink(missing_ok=True)  # the world is incomplete until world.json is rewritten
+    corpus, qa, mentions, stats = generate_world(config)
+    atomic_write_text(out / "corpus.txt", "\n\n".join(corpus) + "\n")
+    atomic_write_text(out / "qa.jsonl", _jsonl(qa))
+    atomic_write_text(out / "mentions.jsonl", _jsonl(mentions))
+    atomic_write_text(out / "world.json", json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
+def load_world_stats(out_dir: str | Path) -> dict[str, Any] | None:
+    """world.json of a complete world in `out_dir`, or None if there is none (or it is unreadable)."""
+    out = Path(out_dir)
+    try:
+        stats = json.loads((out / "world.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not all((out / name).is_file() for name in WORLD_FILES):
+        return None
+    return stats
+
+
+def world_matches(out_dir: str | Path, config: WorldConfig) -> bool:
+    """True if `out_dir` holds a complete world built from exactly this config (so it can be reused)."""
+    stats = load_world_stats(out_dir)
+    return bool(stats) and stats.get("format_version") == FORMAT_VERSION and stats.get("config") == asdict(config)
+
+
+def read_corpus(out_dir: str | Path) -> list[str]:
+    """The corpus documents of a built world."""
+    text = (Path(out_dir) / "corpus.txt").read_text(encoding="utf-8")
+    return [doc.strip("\n") for doc in text.split("\n\n") if doc.strip()]
+
+
+def summary_lines(stats: dict[str, Any]) -> list[str]:
+    """A short human-readable summary of world.json."""
+    lines = [
+        f"people: {stats['people']} ({stats['people_mentioned']} mentioned), 'I don't know' people: {stats['idk_people']}",
+        f"fact records N = {stats['n_records']} ({stats['mentions']} mentions), max count {stats['max_count']}",
+        f"singleton rate: {stats['singleton_rate']:.4f} (target {stats['singleton_rate_target']:.4f}), "
+        f"missing mass {stats['missing_mass']:.4f}",
+        f"corpus: {stats['corpus_documents']} documents, {stats['corpus_chars']} characters",
+    ]
+    for split, buckets in stats["count_buckets"].items():
+        lines.append(f"{split}: " + ", ".join(f"{k}: {v}" for k, v in buckets.items()) + f"  {stats['qa'][split]}")
+    return lines
+
+
+# ---- command line ---------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from transformers import HfArgumentParser
+
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fields_parser = HfArgumentParser(WorldConfig, add_help=False)
+    build = actions.add_parser(
+        "build",
+        parents=[fields_parser],
+        help="Generate a world into a directory.",
+        description=__doc__.split("\n\n")[0],
+    )
+    build.add_argument("--out", required=True, help="Output directory (created if needed).")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action != "build":  # pragma: no cover - argparse only allows `build`
+        raise RlcalError(f"unknown action {args.action!r}")
+    config = WorldConfig(**{f.name: getattr(args, f.name) for f in fields(WorldConfig)})
+    stats = build_world(config, args.out)
+    for line in summary_lines(stats):
+        print(line)
+    print(f"wrote {', '.join(WORLD_FILES)} to {args.out}")
+    return 0

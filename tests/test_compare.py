@@ -1,0 +1,141 @@
+"""`rlcal compare`: every number is the difference / ratio of its inputs, the table and files, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlcal.cli import main
+from rlcal.compare import compare_metrics, flatten_metrics, format_table
+
+values = st.one_of(st.none(), st.integers(0, 1000), st.floats(-10, 10, allow_nan=False))
+per_t_values = st.fixed_dictionaries(
+    {k: values for k in ("n", "answer_rate", "accuracy_answered", "hallucination_rate", "score")}
+)
+
+
+@st.composite
+def metrics_dicts(draw, t_style: str = "short"):
+    keys = draw(st.lists(st.sampled_from(["ece", "mce", "brier", "auroc", "n", "abstain_rate", "extra"]), unique=True))
+    out = {k: draw(values) for k in keys}
+    thresholds = draw(st.lists(st.sampled_from([0.0, 0.5, 0.75, 0.9]), unique=True, max_size=3))
+    fmt = (lambda t: f"{t:g}") if t_style == "short" else (lambda t: f"{t:.1f}" if t in (0.0, 0.5) else str(t))
+    out["per_threshold"] = {fmt(t): draw(per_t_values) for t in thresholds}
+    out["sweep"] = {fmt(t): {"ideal": draw(per_t_values), "gap": draw(per_t_values)} for t in thresholds}
+    out["confidence_method"] = "answer_prob"  # non-numbers are not compared
+    return out
+
+
+@given(metrics_dicts(), metrics_dicts(t_style="long"))
+@settings(max_examples=80, deadline=None)
+def test_rows_are_differences_and_ratios_of_the_inputs(a, b):
+    fa, fb = flatten_metrics(a), flatten_metrics(b)
+    if not any(fa.get(k) is not None and fb.get(k) is not None for k in fa):
+        return  # nothing in common: an error, tested below
+    rows = compare_metrics(a, b)
+    assert [r.metric for r in rows] == list(fa) + [k for k in fb if k not in fa]
+    for r in rows:
+        assert r.a == fa.get(r.metric) and r.b == fb.get(r.metric)
+        if r.a is None or r.b is None:
+            assert r.diff is None and r.ratio is None
+            continue
+        assert r.diff == r.b - r.a
+        assert r.ratio == (None if r.a == 0 else r.b / r.a)
+
+
+def test_flatten_names_and_threshold_keys():
+    m = {
+        "ece": 0.1,
+        "n": 10,
+        "auroc": None,
+        "step": 3,
+        "per_threshold": {"0.0": {"score": 0.5}, "0.75": {"answer_rate": 0.25}},
+        "sweep": {"0.75": {"measured": {"score": 1.0}, "ideal": {"score": 0.2}, "gap": {"score": -0.1}}},
+        "reliability": [{"count": 3}],
+        "settings": {"seed": 0},
+    }
+    assert flatten_metrics(m) == {
+        "ece": 0.1,
+        "auroc": None,
+        "n": 10,
+        "per_threshold[0].score": 0.5,
+        "per_threshold[0.75].answer_rate": 0.25,
+        "sweep[0.75].ideal.score": 0.2,
+        "sweep[0.75].gap.score": -0.1,
+    }
+
+
+def eval_like(ece: float, answer_rates: dict[str, float]) -> dict:
+    bins = [{"lo": 0.4, "hi": 0.5, "count": 5, "mean_confidence": 0.45, "accuracy": 0.45 + ece}]
+    per_t = {
+        t: {"n": 10, "answer_rate": r, "accuracy_answered": 0.6, "hallucination_rate": 0.4 * r, "score": 0.1}
+        for t, r in answer_rates.items()
+    }
+    return {
+        "n": 10,
+        "ece": ece,
+        "brier": 0.2,
+        "auroc": 0.5,
+        "per_threshold": per_t,
+        "sweep": {t: {"measured": v, "ideal": v, "gap": {k: 0.0 for k in v}} for t, v in per_t.items()},
+        "reliability": bins,
+    }
+
+
+def test_cli_compare_writes_table_and_plots(tmp_path, capsys):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "rl").mkdir()
+    (tmp_path / "base" / "metrics.json").write_text(json.dumps(eval_like(0.02, {"0": 1.0, "0.75": 0.9})))
+    (tmp_path / "rl" / "metrics.json").write_text(json.dumps(eval_like(0.08, {"0": 1.0, "0.75": 0.5})))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "base" / "metrics.json"), str(tmp_path / "rl"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ECE drift base → rl: 0.0200 → 0.0800, +0.0600 (×4.00)" in printed
+    assert "per_threshold[0.75].answer_rate" in printed
+    saved = json.loads((out / "compare.json").read_text())
+    rows = {r["metric"]: r for r in saved["rows"]}
+    assert rows["ece"]["diff"] == pytest.approx(0.06) and rows["ece"]["ratio"] == pytest.approx(4.0)
+    assert rows["per_threshold[0.75].answer_rate"]["diff"] == pytest.approx(-0.4)
+    assert rows["brier"]["diff"] == 0.0 and rows["brier"]["ratio"] == 1.0
+    md = (out / "compare.md").read_text()
+    assert "| ece | 0.0200 | 0.0800 | +0.0600 | ×4.000 |" in md
+    for png in ("reliability.png", "answer_rate.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "answer_rate.png",
+        "compare.json",
+        "compare.md",
+        "reliability.png",
+    ]
+
+
+def test_score_style_metrics_without_bins_still_compare(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"n": 5, "ece": 0.0, "per_threshold": {"0.5": {"score": 0.1}}}))
+    b.write_text(json.dumps({"n": 5, "ece": 0.1, "per_threshold": {"0.5": {"score": -0.2}}}))
+    assert main(["compare", str(a), str(b), "--labels", "x,y", "--out", str(tmp_path / "o")]) == 0
+    rows = {r["metric"]: r for r in json.loads((tmp_path / "o" / "compare.json").read_text())["rows"]}
+    assert rows["ece"]["ratio"] is None and rows["ece"]["diff"] == 0.1  # ratio undefined against 0
+    assert not (tmp_path / "o" / "reliability.png").exists()  # no bins, no diagram
+    table = format_table(compare_metrics(json.loads(a.read_text()), json.loads(b.read_text())), ("x", "y"))
+    assert table.splitlines()[0].split() == ["metric", "x", "y", "y", "−", "x", "y", "/", "x"]
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [(None, "not found"), ("{oops", "not valid JSON"), ("[1, 2]", "JSON object"), ('{"name": "x"}', "no numeric")],
+)
+def test_cli_compare_bad_input(tmp_path, capsys, content, match):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"ece": 0.1}))
+    bad = tmp_path / "bad.json"
+    if content is not None:
+        bad.write_text(content)
+    out = tmp_path / "out"
+    assert main(["compare", str(good), str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlcal compare: error:") and match in err and err.count("\n") == 1
+    assert not out.exists()

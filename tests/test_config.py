@@ -1,0 +1,201 @@
+"""Recipe parsing and validation (rlcal.config): YAML sections, CLI overrides, unknown keys, bad values, round trip.
+
+Nothing here loads a model or data; every failure must be one RlcalError naming the problem.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlcal.config import GRPOConfig, RLOOConfig, load_recipe, parse_recipe
+from rlcal.errors import RlcalError
+
+BASE = {
+    "model": {"model_name_or_path": "some/model", "lora_r": 4, "lora_alpha": 8},
+    "data": {"source": "qa.jsonl", "split_filter": "rl_train"},
+    "reward": {"name": "confidence_target", "threshold": {"choice": [0.5, 0.75]}},
+    "training": {
+        "output_dir": "out",
+        "num_generations": 4,
+        "per_device_train_batch_size": 8,
+        "scale_rewards": "batch",
+        "max_completion_length": 8,
+    },
+}
+
+
+def recipe(overrides=(), **sections):
+    raw = copy.deepcopy(BASE)
+    for name, values in sections.items():
+        if values is None:
+            raw.pop(name, None)
+        elif isinstance(values, dict):
+            raw.setdefault(name, {}).update(values)
+        else:
+            raw[name] = values
+    return parse_recipe(raw, list(overrides))
+
+
+def test_sections_become_dataclasses_with_trl_training_args():
+    r = recipe()
+    assert isinstance(r.training, GRPOConfig)
+    assert r.training.num_generations == 4 and r.training.scale_rewards == "batch"
+    assert r.model.use_peft is True and r.model.lora_r == 4
+    assert r.reward.sampler().values == [0.5, 0.75]
+    assert r.data.prompt_template().render("Q?", 0.5).endswith("Question: Q?\nAnswer:")
+    assert r.calibration.data is None and r.warmup.steps == 0
+    # no GPU here: the recipe is resolved for CPU (TRL would otherwise default to bf16 and refuse to start)
+    assert r.training.use_cpu is True and r.training.bf16 is False
+
+
+def test_cli_overrides_win_over_yaml_and_are_typed():
+    r = recipe(
+        [
+            "--training.learning_rate",
+            "3e-5",
+            "--max_steps",
+            "7",  # bare trainer field -> training
+            "--lora_r",
+            "2",  # bare key unique to one section -> model
+            "--reward.threshold",
+            "{uniform: [0.1, 0.8]}",
+            "--data.columns",
+            "{answer: answer.value}",
+            "--log_completions",  # a bare boolean flag means true
+            "--warmup.steps=3",
+        ]
+    )
+    assert r.training.learning_rate == pytest.approx(3e-5) and r.training.max_steps == 7
+    assert r.model.lora_r == 2
+    assert r.reward.sampler().kind == "uniform" and r.reward.sampler().high == 0.8
+    assert r.data.columns == {"answer": "answer.value"}
+    assert r.training.log_completions is True
+    assert r.warmup.steps == 3
+
+
+def test_trainer_and_resume_are_top_level_overrides():
+    raw = copy.deepcopy(BASE)
+    del raw["training"]["scale_rewards"]  # a GRPO-only key: RLOOConfig would reject it by name
+    r = parse_recipe(raw, ["--trainer", "rloo", "--resume", "never", "--normalize_advantages", "false"])
+    assert isinstance(r.training, RLOOConfig) and r.resume == "never"
+    assert r.training.normalize_advantages is False
+    with pytest.raises(RlcalError, match="unknown key in training section: 'scale_rewards'"):
+        recipe(["--trainer", "rloo"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "sections", "message"),
+    [
+        (["--learning_rat", "1"], {}, "'learning_rat' (did you mean 'learning_rate'?)"),
+        ([], {"training": {"max_prompt_length": 64}}, "unknown key in training section: 'max_prompt_length'"),
+        ([], {"reward": {"nmae": "binary"}}, "unknown key in reward section: 'nmae' (did you mean 'name'?)"),
+        ([], {"rewards": {"name": "binary"}}, "unknown key in the recipe (top level): 'rewards'"),
+        (["--modle.lora_r", "2"], {}, "unknown section 'modle'"),
+        (["--split", "x"], {}, "--split is ambiguous"),
+        (["--reward.threshold", "1.0"], {}, "threshold must be in [0, 1)"),
+        ([], {"reward": {"threshold": {"choice": [0.5, 1.5]}}}, "threshold must be in [0, 1)"),
+        ([], {"reward": {"threshold": {"uniform": [0.1, 0.99]}}}, "low <= high <= cap"),
+        (["--num_generations", "3"], {}, "num_generations (3) must divide the generation batch"),
+        (["--num_generations", "1"], {}, "num_generations must be >= 2"),
+        (["--reward.name", "accuracy"], {}, "unknown reward 'accuracy'"),
+        (["--reward.grader", "fuzzy"], {}, "unknown grader 'fuzzy'"),
+        (["--data.template", "no question here"], {}, "must contain {question}"),
+        (["--data.template", "{question} {bogus}"], {}, "bad placeholder"),
+        (["--data.columns", "{answr: x}"], {}, "columns can map question, answer and aliases only"),
+        (["--max_steps", "many"], {}, "invalid int value: 'many'"),
+        (["--trainer", "ppo"], {}, "trainer must be one of grpo, rloo"),
+        (["--resume", "/no/such/checkpoint"], {}, "resume must be auto, never or an existing checkpoint"),
+        (["--warmup.abstain_fraction", "1.5"], {}, "abstain_fraction must be in [0, 1]"),
+        (["--wandb.mode", "sometimes"], {}, "mode must be one of online, offline, disabled"),
+        (["--calibration.confidence", "vibes"], {}, "calibration.confidence must be one of"),
+        (["--temperature", "0"], {}, "temperature must be > 0"),
+        ([], {"model": {"model_name_or_path": None}}, "model_name_or_path is required"),
+        ([], {"data": {"source": None}}, "source is required"),
+        (["oops"], {}, "expected --key value overrides"),
+    ],
+)
+def test_bad_input_is_one_clear_error(overrides, sections, message):
+    with pytest.raises(RlcalError) as info:
+        recipe(overrides, **sections)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_advantage_scaling_must_be_explicit():
+    raw = copy.deepcopy(BASE)
+    del raw["training"]["scale_rewards"]
+    with pytest.raises(RlcalError, match="training.scale_rewards must be set explicitly"):
+        parse_recipe(raw)
+    assert parse_recipe(raw, ["--scale_rewards", "none"]).training.scale_rewards == "none"
+    with pytest.raises(RlcalError, match="training.normalize_advantages must be set explicitly"):
+        parse_recipe(raw, ["--trainer", "rloo"])
+
+
+def test_group_scaling_with_confidence_targets_is_allowed_but_flagged():
+    r = recipe(["--scale_rewards", "group"])
+    assert any("flips the sign" in note for note in r.notes)
+    assert not any("flips the sign" in note for note in recipe().notes)
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    r = recipe(["--learning_rate", "2e-5", "--reward.threshold", "{beta: [2, 5]}", "--warmup.steps", "4"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(r.to_yaml())
+    again = load_recipe(path)
+    assert again.to_dict() == r.to_dict()
+    assert again.training.learning_rate == pytest.approx(2e-5)
+    assert "# derived: generation_batch_size=8" in r.to_yaml()
+
+
+def test_recipe_file_errors(tmp_path):
+    with pytest.raises(RlcalError, match="recipe not found"):
+        load_recipe(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(RlcalError, match="invalid YAML"):
+        load_recipe(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(RlcalError, match="must be a YAML mapping"):
+        load_recipe(bad)
+    bad.write_text(yaml.safe_dump({**BASE, "model": ["not", "a", "mapping"]}))
+    with pytest.raises(RlcalError, match="section 'model' must be a mapping"):
+        load_recipe(bad)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(min_value=0.0, max_value=0.95, allow_nan=False), min_size=1, max_size=5))
+def test_any_valid_threshold_choice_parses(values):
+    r = recipe(reward={"threshold": {"choice": values}})
+    assert r.reward.sampler().sample(10, seed=1) == r.reward.sampler().sample(10, seed=1)
+    assert all(0.0 <= t <= 0.95 for t in r.reward.sampler().sample(20, seed=0))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(min_value=1.0, max_value=1e6, allow_nan=False) | st.floats(max_value=-1e-9, allow_nan=False))
+def test_any_threshold_outside_0_1_fails(t):
+    with pytest.raises(RlcalError, match="threshold"):
+        recipe(reward={"threshold": t})
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 4), st.integers(2, 16))
+def test_generation_batch_divisibility_matches_trl(per_device, accumulation, generations):
+    batch = per_device * accumulation
+    overrides = [
+        "--per_device_train_batch_size",
+        str(per_device),
+        "--gradient_accumulation_steps",
+        str(accumulation),
+        "--num_generations",
+        str(generations),
+    ]
+    if batch % generations:
+        with pytest.raises(RlcalError, match="must divide the generation batch"):
+            recipe(overrides)
+    else:
+        assert recipe(overrides).training.generation_batch_size == batch

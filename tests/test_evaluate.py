@@ -1,0 +1,377 @@
+"""`rlcal eval` and `rlcal.evaluate`: metrics from predictions, the shared `evaluate_model`, the CLI end to end
+(plain/chat prompts, LoRA adapters) and its bad-input errors. Runs on a nano Llama trained for a few seconds."""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import warnings
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlcal import metrics as M
+from rlcal.cli import main
+from rlcal.errors import RlcalError
+from rlcal.evaluate import compute_metrics, parse_thresholds, threshold_key
+
+TOY_THRESHOLDS = (0.0, 0.5, 0.75, 0.9)
+
+
+def person(i: int) -> str:
+    return f"When was Person {i} born?"
+
+
+@functools.cache
+def toy_qa_model(base_dir: str, out_dir: str, steps: int = 60) -> str:
+    """The fixture's nano Llama, trained (answer tokens only) to reply " 48" or a random guess at t = 0 and
+    "I don't know" at t >= 0.75: replies end with <eos>, grade as correct, wrong or abstain, with real probabilities."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlcal.prompts import PromptTemplate
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a nano model gains nothing from threads, and they thrash on a busy machine
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    template, rng = PromptTemplate(), random.Random(0)
+    prompts, answers = [], []
+    for i in range(40):
+        for t in TOY_THRESHOLDS:
+            if t >= 0.75 or (t == 0.5 and i % 2):
+                answer = "I don't know"
+            else:
+                answer = "48" if rng.random() < 0.6 else f"{rng.randrange(10, 100)}"
+            prompts.append(template.render(person(i), t))
+            answers.append(f" {answer}{tok.eos_token}")
+    prompt_lens = [len(tok(p)["input_ids"]) for p in prompts]
+    enc = tok(
+        [p + a for p, a in zip(prompts, answers, strict=True)], return_tensors="pt", padding=True, padding_side="right"
+    )
+    labels = enc.input_ids.clone()
+    labels[enc.attention_mask == 0] = -100
+    for row, n in enumerate(prompt_lens):
+        labels[row, :n] = -100
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        idx = torch.randint(0, len(prompts), (16,))
+        loss = model(input_ids=enc.input_ids[idx], attention_mask=enc.attention_mask[idx], labels=labels[idx]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    torch.set_num_threads(threads)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+def write_qa(path: Path, n: int = 12, **extra) -> Path:
+    """Eval questions: gold "48" for even i (the toy model's usual reply), "17" for odd i; split column too."""
+    with path.open("w") as fh:
+        for i in range(n):
+            row = {"question": person(i), "answer": "48" if i % 2 == 0 else "17", "split": "eval", **extra}
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy_model(tiny_model_dir, tmp_path_factory) -> str:
+    return toy_qa_model(tiny_model_dir, str(tmp_path_factory.mktemp("toy_qa")))
+
+
+@pytest.fixture(scope="module")
+def qa_file(tmp_path_factory) -> Path:
+    return write_qa(tmp_path_factory.mktemp("qa") / "qa.jsonl")
+
+
+def run_cli(*argv: str) -> int:
+    return main([str(a) for a in argv])
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def assert_close(a, b, rel: float = 1e-5, path: str = "") -> None:
+    """Nested dicts/lists equal, floats to `rel` (batch composition changes float sums in the last digits)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            assert_close(a[k], b[k], rel, f"{path}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close(x, y, rel, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, rel=rel, abs=1e-9), path
+    else:
+        assert a == b, path
+
+
+# ---- metrics from predictions (pure) -----------------------------------------------------------------------------
+
+outcomes = st.sampled_from(["correct", "wrong", "abstain"])
+
+
+@st.composite
+def prediction_sets(draw):
+    n = draw(st.integers(1, 25))
+    thresholds = sorted({0.0, *draw(st.lists(st.sampled_from([0.25, 0.5, 0.75, 0.9]), max_size=3))})
+    preds = []
+    for i in range(n):
+        for t in thresholds:
+            outcome = draw(outcomes)
+            preds.append(
+                {
+                    "index": i,
+                    "threshold": t,
+                    "outcome": outcome,
+                    "correct": outcome == "correct",
+                    "answered": outcome != "abstain",
+                    "confidence": draw(st.floats(0, 1)),
+                }
+            )
+    draw(st.randoms()).shuffle(preds)  # order must not matter
+    return thresholds, preds
+
+
+@given(prediction_sets())
+@settings(max_examples=60, deadline=None)
+def test_compute_metrics_matches_the_metric_functions(case):
+    thresholds, preds = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = compute_metrics(preds, thresholds, "answer_prob", n_bins=10)
+    t0 = sorted((p for p in preds if p["threshold"] == 0.0), key=lambda p: p["index"])
+    answered = [p for p in t0 if p["answered"]]
+    assert m["n_questions"] == len(t0) and m["n"] == len(answered)
+    assert m["abstain_rate"] == pytest.approx(1 - len(answered) / len(t0))
+    if answered:  # ECE etc. over the answered questions at the t = 0 prompt
+        conf, corr = [p["confidence"] for p in answered], [p["correct"] for p in answered]
+        assert m["ece"] == pytest.approx(M.ece(conf, corr, 10))
+        assert m["brier"] == pytest.approx(M.brier(conf, corr))
+        assert m["reliability"] == M.reliability_bins(conf, corr, 10)
+    else:
+        assert m["ece"] is None and m["reliability"] == []
+    ideal_conf = [p["confidence"] if p["answered"] else 0.0 for p in t0]
+    for t in thresholds:
+        rows = [p for p in preds if p["threshold"] == t]
+        key = threshold_key(t)
+        measured = m["per_threshold"][key]
+        assert measured["n"] == len(t0)
+        assert measured["answer_rate"] == pytest.approx(sum(p["answered"] for p in rows) / len(rows))
+        assert measured["hallucination_rate"] == pytest.approx(sum(p["outcome"] == "wrong" for p in rows) / len(rows))
+        ideal = M.ideal_policy(ideal_conf, [p["correct"] for p in t0], t)
+        sweep = m["sweep"][key]
+        for k in ("answer_rate", "accuracy_answered", "hallucination_rate", "score"):
+            assert sweep["measured"][k] == measured[k]
+            assert sweep["ideal"][k] == ideal[k]
+            if measured[k] is not None and ideal[k] is not None:
+                assert sweep["gap"][k] == pytest.approx(measured[k] - ideal[k])
+    json.dumps(m, allow_nan=False)  # JSON-ready
+
+
+@given(st.integers(0, 50), st.integers(1, 8))
+def test_shards_cover_every_row_once_with_equal_padded_length(n, world):
+    from rlcal.evaluate import shard_bounds
+
+    covered, lengths = [], set()
+    for rank in range(world):
+        start, real, per = shard_bounds(n, rank, world)
+        assert 0 <= real <= per
+        covered += range(start, start + real)
+        lengths.add(per)
+    assert covered == list(range(n)) and len(lengths) == 1
+
+
+def test_parse_thresholds():
+    assert parse_thresholds("0.5, 0.9,0.5") == [0.0, 0.5, 0.9]
+    assert parse_thresholds([0.75]) == [0.0, 0.75]
+    assert threshold_key(0.0) == "0" and threshold_key(0.75) == "0.75"
+    for bad in ("1.0", "-0.1", "abc", "nan"):
+        with pytest.raises(RlcalError, match="threshold"):
+            parse_thresholds(bad)
+
+
+# ---- evaluate_model and `rlcal eval` -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loaded(toy_model):
+    from rlcal.evaluate import load_model
+
+    return load_model(toy_model, device="cpu")
+
+
+def test_evaluate_model_schema_and_consistency(loaded, qa_file):
+    from rlcal.data import load_qa_dataset
+    from rlcal.evaluate import evaluate_model
+
+    model, tok = loaded
+    metrics, preds = evaluate_model(model, tok, load_qa_dataset(str(qa_file)), max_new_tokens=8, progress=False)
+    assert len(preds) == 12 * 4 and metrics["thresholds"] == [0.0, 0.5, 0.75, 0.9]
+    for key in ("n", "ece", "ece_equal_mass", "mce", "brier", "auroc", "abstain_rate", "hallucination_rate"):
+        assert key in metrics
+    assert metrics["confidence_method"] == "answer_prob"
+    assert set(metrics["per_threshold"]) == set(metrics["sweep"]) == {"0", "0.5", "0.75", "0.9"}
+    for values in metrics["per_threshold"].values():
+        assert {"n", "answer_rate", "accuracy_answered", "hallucination_rate", "score"} <= set(values)
+    # the toy model answers " 48" at t = 0 (right for even questions) and abstains at t >= 0.75
+    t0 = [p for p in preds if p["threshold"] == 0.0]
+    assert {p["response"].strip() for p in t0} == {"48"} and metrics["accuracy"] == 0.5
+    assert metrics["per_threshold"]["0.9"]["answer_rate"] == 0.0
+    assert all(p["confidence"] == p["answer_prob"] for p in preds)
+    assert metrics["ece"] == pytest.approx(M.ece([p["confidence"] for p in t0], [p["correct"] for p in t0]))
+
+
+def test_other_confidence_methods(loaded, qa_file):
+    from rlcal.evaluate import evaluate_model
+
+    model, tok = loaded
+    rows = [json.loads(line) for line in qa_file.read_text().splitlines()][:4]
+    m, preds = evaluate_model(
+        model,
+        tok,
+        rows,
+        thresholds=[0.9],
+        confidence_method="agreement",
+        num_samples=4,
+        max_new_tokens=6,
+        progress=False,
+    )
+    assert m["confidence_method"] == "agreement" and m["settings"]["num_samples"] == 4
+    assert all(p["confidence"] in (0, 0.25, 0.5, 0.75, 1) for p in preds if p["threshold"] == 0)
+    assert all(p["confidence"] is None for p in preds if p["threshold"] == 0.9)  # sampled at t = 0 only
+    m, preds = evaluate_model(model, tok, rows, confidence_method="answer_prob_norm", max_new_tokens=6, progress=False)
+    assert all(p["confidence"] == p["answer_prob_norm"] >= p["answer_prob"] for p in preds)
+    with pytest.warns(UserWarning, match="undefined"):  # the toy model never states a confidence
+        m, _ = evaluate_model(model, tok, rows, confidence_method="verbal", max_new_tokens=6, progress=False)
+    assert m["n"] == 0 and m["ece"] is None and m["n_no_confidence"] == 4
+    with pytest.raises(RlcalError, match="empty"):
+        evaluate_model(model, tok, [], progress=False)
+
+
+def test_cli_eval_end_to_end(toy_model, qa_file, loaded, tmp_path, capsys):
+    from rlcal.data import load_qa_dataset
+    from rlcal.evaluate import evaluate_model
+
+    out = tmp_path / "eval"
+    args = [
+        "--model",
+        toy_model,
+        "--data",
+        qa_file,
+        "--split-filter",
+        "eval",
+        "--max-new-tokens",
+        8,
+        "--batch-size",
+        7,
+    ]
+    assert run_cli("eval", *args, "--out", out) == 0
+    assert "ECE" in capsys.readouterr().out
+    metrics = load_json(out / "metrics.json")
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 48 and metrics["source"]["model"] == toy_model
+    assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    # the CLI and the library give the same numbers (the callback relies on the same function)
+    model, tok = loaded
+    lib, _ = evaluate_model(model, tok, load_qa_dataset(str(qa_file)), max_new_tokens=8, batch_size=7, progress=False)
+    assert_close({k: v for k, v in metrics.items() if k != "source"}, lib)
+
+
+def test_cli_eval_chat_format_and_custom_columns(toy_model, tmp_path):
+    data = tmp_path / "qa.csv"
+    data.write_text("q,gold\n" + "".join(f"{person(i)},48\n" for i in range(3)))
+    out = tmp_path / "chat"
+    assert (
+        run_cli(
+            "eval",
+            "--model",
+            toy_model,
+            "--data",
+            data,
+            "--question-column",
+            "q",
+            "--answer-column",
+            "gold",
+            "--format",
+            "chat",
+            "--thresholds",
+            "0.5",
+            "--out",
+            out,
+            "--max-new-tokens",
+            4,
+        )
+        == 0
+    )
+    metrics = load_json(out / "metrics.json")
+    assert metrics["settings"]["format"] == "chat" and set(metrics["per_threshold"]) == {"0", "0.5"}
+
+
+def make_adapter(model_dir: str, out: Path, size: str | None = None, layers: int | None = None) -> Path:
+    """A LoRA adapter for the model in `model_dir`, or for a model of another `size` / number of `layers`."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlcal.toymodel import tiny_config
+
+    if size is None and layers is None:
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+    else:
+        config = tiny_config(AutoTokenizer.from_pretrained(model_dir), size=size or "nano")
+        config.num_hidden_layers = layers or config.num_hidden_layers
+        model = AutoModelForCausalLM.from_config(config)
+    config = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(out)
+    return out
+
+
+def test_cli_eval_with_lora_adapter(toy_model, qa_file, tmp_path):
+    adapter = make_adapter(toy_model, tmp_path / "adapter")
+    base_out, lora_out = tmp_path / "base", tmp_path / "lora"
+    common = ["--data", qa_file, "--thresholds", "0", "--max-new-tokens", 6]
+    assert run_cli("eval", "--model", toy_model, *common, "--out", base_out) == 0
+    assert run_cli("eval", "--model", toy_model, "--adapter", adapter, *common, "--out", lora_out) == 0
+    base = [json.loads(x)["answer_prob"] for x in (base_out / "predictions.jsonl").read_text().splitlines()]
+    lora = [json.loads(x)["answer_prob"] for x in (lora_out / "predictions.jsonl").read_text().splitlines()]
+    assert base != pytest.approx(lora, rel=1e-3)  # the adapter is really applied
+
+
+def test_cli_eval_bad_input(toy_model, qa_file, tmp_path, capsys):
+    def fails(*argv, match):
+        out = tmp_path / "never"
+        assert run_cli("eval", *argv, "--out", out) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rlcal eval: error:")]
+        assert len(errors) == 1 and match in errors[0], errors  # one clear line
+        assert not out.exists()  # nothing written
+
+    base = ["--model", toy_model]
+    wrong_size = make_adapter(toy_model, tmp_path / "adapter_tiny", size="tiny")
+    fails(*base, "--data", qa_file, "--adapter", wrong_size, match="does not match")
+    deeper = make_adapter(toy_model, tmp_path / "adapter_3_layers", layers=3)  # same shapes, one layer too many
+    fails(*base, "--data", qa_file, "--adapter", deeper, match="does not match")
+    fails(*base, "--data", qa_file, "--adapter", tmp_path, match="no LoRA adapter")
+    no_answer = tmp_path / "no_answer.jsonl"
+    no_answer.write_text(json.dumps({"question": "Q?", "gold": "x"}) + "\n")
+    fails(*base, "--data", no_answer, match="missing column")
+    fails(*base, "--data", qa_file, "--split-filter", "test", match="no rows")
+    fails(*base, "--data", qa_file, "--thresholds", "0.5,1", match="threshold")
+    fails(*base, "--data", qa_file, "--thresholds=-0.2", match="threshold")
+    fails("--model", tmp_path / "nope", "--data", qa_file, match="model not found")
+    fails(*base, "--data", tmp_path / "nope.jsonl", match="not found")
+    fails(*base, "--data", qa_file, "--batch-size", 0, match="batch-size")
+    from transformers import AutoTokenizer
+
+    plain_tok = AutoTokenizer.from_pretrained(toy_model)
+    plain_tok.chat_template = None
+    plain_tok.save_pretrained(tmp_path / "tok")
+    fails(*base, "--tokenizer", tmp_path / "tok", "--data", qa_file, "--format", "chat", match="chat template")

@@ -1,0 +1,365 @@
+"""Training end to end on the tiny local model (CPU): warm-up, GRPO steps, reward columns, checkpoints, resume,
+W&B offline, and the guarantee that bad input fails before any model is loaded.
+
+One module-scoped run (SFT warm-up + 3 GRPO steps) serves most assertions, so the file stays well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from itertools import product
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlcal import train as train_mod
+from rlcal.cli import main as cli_main
+from rlcal.config import load_recipe, parse_recipe
+from rlcal.errors import RlcalError
+
+SECRET = "wandb-test-key-0123456789abcdef0123456789abcdef"
+
+
+def write_qa(path: Path, n: int = 48) -> Path:
+    with path.open("w") as fh:
+        for i in range(n):
+            row = {
+                "question": f"When was Person {i} born?",
+                "answer": f"{i % 28 + 1:02d}-{i % 12 + 1:02d}",
+                "aliases": [],
+                "count": i % 5,
+                "family": "birthday",
+                "split": "rl_train" if i < n - 8 else "eval",
+            }
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def raw_recipe(model_dir: str, qa: Path, out: Path) -> dict:
+    return {
+        "model": {"model_name_or_path": model_dir, "lora_r": 4, "lora_alpha": 16, "lora_dropout": 0.0},
+        "data": {"source": str(qa), "split_filter": "rl_train"},
+        "reward": {"name": "confidence_target", "threshold": {"choice": [0.5, 0.75]}},
+        "warmup": {
+            "steps": 80,
+            "num_examples": 40,
+            "abstain_on": "wrong",  # the random nano model is always wrong: ~half the targets are abstentions
+            "abstain_fraction": 0.5,
+            "answer_target": "gold",
+            "use_peft": False,  # a random nano model learns a new phrase far faster with all weights
+            "learning_rate": 1e-2,
+            "batch_size": 8,
+            "max_new_tokens": 6,
+            "probe_prompts": 8,
+        },
+        "training": {
+            "output_dir": str(out),
+            "seed": 0,
+            "max_steps": 3,
+            "learning_rate": 1e-2,
+            "per_device_train_batch_size": 8,
+            "num_generations": 4,
+            "max_completion_length": 6,
+            "temperature": 1.0,
+            "scale_rewards": "batch",
+            "activation_checkpointing": False,
+            "logging_steps": 1,
+            "save_steps": 2,
+            "report_to": ["wandb"],
+        },
+        "wandb": {"project": "rlcal-tests", "mode": "offline", "tags": ["test"]},
+    }
+
+
+class SpyReward:
+    """Wraps the real rlcal reward and records the keyword columns TRL passes to it."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+        self.__name__ = inner.__name__
+
+    def __getattr__(self, name):  # grading helpers (`outcomes`) come from the wrapped reward
+        return getattr(self.inner, name)
+
+    def __call__(self, prompts=None, completions=(), **kwargs):
+        self.calls.append({"prompts": list(prompts), "completions": list(completions), **kwargs})
+        return self.inner(prompts=prompts, completions=completions, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, tmp_path_factory):
+    """One real training: SFT warm-up, then 3 GRPO steps with LoRA, W&B offline, a spy on the reward."""
+    root = tmp_path_factory.mktemp("train")
+    qa = write_qa(root / "qa.jsonl")
+    raw = raw_recipe(tiny_model_dir, qa, root / "out")
+    spies = []
+
+    def spied(recipe):
+        spies[:] = [SpyReward(r) for r in real(recipe)]
+        return spies
+
+    import wandb
+
+    real = train_mod.build_reward_funcs
+    real_finish = wandb.finish
+    wandb_config = {}
+
+    def finish(*args, **kwargs):  # read the run's config just before it closes (offline runs keep it in a binary log)
+        wandb_config.update(wandb.run.config.as_dict())
+        return real_finish(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_mod, "build_reward_funcs", spied)
+        mp.setattr(wandb, "finish", finish)
+        mp.setenv("WANDB_API_KEY", SECRET)
+        result = train_mod.train(parse_recipe(raw))
+    return {"result": result, "spy": spies[0], "raw": raw, "root": root, "qa": qa, "wandb_config": wandb_config}
+
+
+def lora_tensors(directory: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(directory / "adapter_model.safetensors"))
+
+
+def test_grpo_steps_change_the_lora_weights(run):
+    out = Path(run["result"].output_dir)
+    final, mid = lora_tensors(out), lora_tensors(out / "checkpoint-2")
+    b_keys = [k for k in final if "lora_B" in k]
+    assert b_keys, "the saved adapter has no LoRA B matrices"
+    # PEFT initialises B to zero, so any non-zero B entry was put there by GRPO updates
+    assert any(final[k].abs().max().item() > 0 for k in b_keys)
+    assert any(not final[k].equal(mid[k]) for k in final), "step 3 did not change the adapter saved at step 2"
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["base_model_name_or_path"].endswith("warmup/model")
+
+
+def test_reward_receives_the_threshold_and_answer_columns(run):
+    from datasets import load_dataset
+
+    calls = [c for c in run["spy"].calls if "trainer_state" in c]  # TRL's calls (the warm-up probes call it too)
+    assert len(calls) == 3  # one reward call per GRPO step (generation batch = 8 completions)
+    ds = load_dataset("json", data_files=str(run["qa"]), split="train")
+    answers = {row["question"]: row["answer"] for row in ds}
+    for call in calls:
+        assert len(call["completions"]) == 8
+        for key in ("threshold", "answer", "aliases", "question", "count", "family", "split"):
+            assert len(call[key]) == 8, key
+        for prompt, t, question, answer in zip(
+            call["prompts"], call["threshold"], call["question"], call["answer"], strict=True
+        ):
+            assert t in (0.5, 0.75)
+            assert f"more than {round(t * 100)}% confident" in prompt  # the t in the prompt is the t rewarded
+            assert f"Question: {question}" in prompt
+            assert answers[question] == answer
+        # completions of one prompt stay together: every group of num_generations shares prompt and t
+        for g in range(0, 8, 4):
+            assert len(set(call["prompts"][g : g + 4])) == 1 and len(set(call["threshold"][g : g + 4])) == 1
+
+
+def test_logs_outcomes_and_zero_variance_fraction(run):
+    summary = json.loads((Path(run["result"].output_dir) / "train_summary.json").read_text())
+    logged = [entry for entry in summary["log_history"] if "frac_reward_zero_std" in entry]
+    assert len(logged) == 3
+    for key in (
+        "rewards/confidence_target/mean",
+        "outcomes/abstain_rate",
+        "outcomes/hallucination_rate",
+        "outcomes/accuracy",
+        "outcomes/mean_threshold",
+    ):
+        assert all(key in entry for entry in logged), key
+    assert all(0.5 <= entry["outcomes/mean_threshold"] <= 0.75 for entry in logged)
+
+
+def test_warmup_creates_a_learning_signal(run):
+    warm = run["result"].warmup
+    assert warm["targets"]["examples"] == 40
+    assert 0.2 < warm["targets"]["abstain_targets"] < 0.8
+    # the random base model never abstains and is never right: every group has identical rewards
+    assert warm["probe_before"]["frac_reward_zero_std"] == 1.0
+    assert warm["probe_before"]["abstain_rate"] == 0.0
+    assert warm["probe_after"]["abstain_rate"] > 0.0
+    assert warm["probe_after"]["frac_reward_zero_std"] < 1.0
+
+
+def test_outputs_are_complete_and_reloadable(run):
+    out = Path(run["result"].output_dir)
+    for name in ("adapter_config.json", "tokenizer_config.json", "rlcal_recipe.yaml", "train_summary.json"):
+        assert (out / name).is_file(), name
+    assert (out / "warmup" / "model" / "config.json").is_file()
+    assert not list(out.rglob(".*.tmp")) and not list((out / "warmup").glob(".model-*"))
+    again = load_recipe(out / "rlcal_recipe.yaml")
+    assert again.training.max_steps == 3 and again.warmup.steps == 80
+
+
+def test_wandb_offline_run_logs_the_recipe_and_never_the_key(run, capfd):
+    out = Path(run["result"].output_dir)
+    run_dirs = list((out / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 1
+    assert (out / "wandb_run_id.txt").read_text() in run_dirs[0].name
+    config = run["wandb_config"]
+    assert config["rlcal"]["reward"]["name"] == "confidence_target"  # the recipe, logged by rlcal
+    assert config["rlcal"]["training"]["num_generations"] == 4
+    assert config["learning_rate"] == 1e-2  # the TrainingArguments, added by transformers' WandbCallback
+    assert SECRET not in json.dumps(config, default=str)
+    captured = capfd.readouterr()
+    assert SECRET not in captured.out + captured.err
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".yaml", ".txt", ".log"):
+            assert SECRET not in path.read_text(errors="ignore"), path
+
+
+def test_resume_continues_from_the_newest_checkpoint(run):
+    raw = dict(run["raw"], wandb={"mode": "disabled"})
+    raw["training"] = dict(raw["training"], max_steps=4, report_to=[])
+    before = (Path(raw["training"]["output_dir"]) / "warmup" / "model" / "model.safetensors").stat().st_mtime_ns
+    result = train_mod.train(parse_recipe(raw))
+    assert result.resumed_from.endswith("checkpoint-3")
+    assert Path(result.output_dir, "checkpoint-4").is_dir()
+    after = (Path(raw["training"]["output_dir"]) / "warmup" / "model" / "model.safetensors").stat().st_mtime_ns
+    assert before == after  # the warm-up model was reused, not retrained
+    changed = dict(raw, warmup=dict(raw["warmup"], abstain_fraction=0.3))
+    with pytest.raises(RlcalError, match="other warm-up settings"):
+        train_mod.train(parse_recipe(changed))
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Any attempt to load a model or build a trainer fails the test."""
+    import transformers
+    import trl
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was validated")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
+    monkeypatch.setattr(trl, "GRPOTrainer", boom)
+    monkeypatch.setattr(trl, "SFTTrainer", boom)
+
+
+def test_missing_column_fails_before_model_load(tiny_model_dir, tmp_path, no_model_loads):
+    qa = write_qa(tmp_path / "qa.jsonl")
+    raw = raw_recipe(tiny_model_dir, qa, tmp_path / "out")
+    raw["data"]["columns"] = {"answer": "gold"}
+    with pytest.raises(RlcalError, match="missing column 'gold' for 'answer'"):
+        train_mod.train(parse_recipe(raw))
+    raw["data"]["columns"] = None
+    raw["data"]["split_filter"] = "test"
+    with pytest.raises(RlcalError, match="no rows with split == 'test'"):
+        train_mod.train(parse_recipe(raw))
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_errors_exit_2_with_one_line(tiny_model_dir, tmp_path, capsys, no_model_loads):
+    qa = write_qa(tmp_path / "qa.jsonl")
+    raw = raw_recipe(tiny_model_dir, qa, tmp_path / "out")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    for args, message in (
+        ([str(path), "--reward.threshold", "0.99", "--data.columns", "{answer: nope}"], "above the cap"),
+        ([str(path), "--data.columns", "{answer: nope}"], "missing column 'nope'"),
+        ([str(path), "--training.per_device_train_batch_size", "6"], "must divide the generation batch"),
+        ([str(path), "--bogus_key", "1"], "unknown key in the command line overrides: 'bogus_key'"),
+        ([], "no recipe given"),
+    ):
+        assert cli_main(["train", *args]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+        assert len(err) == 1 and err[0].startswith("rlcal train: error: ") and message in err[0], err
+    assert train_mod.main(["--config", str(path), "--lora_r", "0"]) == 2
+    assert "lora_r and lora_alpha must be > 0" in capsys.readouterr().err
+
+
+def test_dry_run_prints_resolved_recipe_and_first_prompt(tiny_model_dir, tmp_path, capsys, no_model_loads):
+    qa = write_qa(tmp_path / "qa.jsonl")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw_recipe(tiny_model_dir, qa, tmp_path / "out")))
+    assert cli_main(["train", str(path), "--learning_rate", "0.125", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    resolved, prompt = out.split("# first prompt", 1)
+    assert yaml.safe_load(resolved)["training"]["learning_rate"] == 0.125
+    assert "from " + str(qa) + " (40 rows)" in prompt and "Question: When was Person" in prompt
+    assert not (tmp_path / "out").exists()
+
+
+def test_setup_wandb_falls_back_to_offline(tmp_path, monkeypatch):
+    import wandb
+
+    calls = []
+
+    class Run:
+        id = "abc123"
+
+    def fake_init(mode, **kwargs):
+        calls.append(mode)
+        if mode == "online":
+            raise ConnectionError("no network")
+        return Run()
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    raw = {
+        "model": {"model_name_or_path": "some/model"},
+        "data": {"source": "qa.jsonl"},
+        "training": {"output_dir": str(tmp_path / "o"), "scale_rewards": "none", "report_to": ["wandb"]},
+        "wandb": {"mode": "online"},
+    }
+    assert train_mod.setup_wandb(parse_recipe(raw)) is True
+    assert calls == ["offline"] and os.environ["WANDB_MODE"] == "offline"  # no credentials: never tries online
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    calls.clear()
+    assert train_mod.setup_wandb(parse_recipe(raw)) is True
+    assert calls == ["online", "offline"]  # the online start failed: retried offline instead of crashing
+    assert (tmp_path / "o" / "wandb_run_id.txt").read_text() == "abc123"
+
+
+def brute_force_gradient(p: float, t: float, q: float, g: int, scale: str) -> float:
+    """The same expectation as `expected_answer_gradient`, by enumerating all 3^g outcome sequences."""
+    pen = t / (1 - t)
+    probs = {"c": q * p, "w": q * (1 - p), "a": 1 - q}
+    values = {"c": 1.0, "w": -pen, "a": 0.0}
+    total = 0.0
+    for combo in product("cwa", repeat=g):
+        prob = math.prod(probs[o] for o in combo)
+        rewards = [values[o] for o in combo]
+        mean = sum(rewards) / g
+        std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / (g - 1))
+        scale_by = 1 / (std + 1e-4) if scale == "group" else 1.0
+        total += prob * sum((r - mean) * scale_by * ((o != "a") - q) for r, o in zip(rewards, combo, strict=True))
+    return total
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.floats(0.0, 1.0),
+    st.sampled_from([0.0, 0.5, 0.75, 0.9]),
+    st.floats(0.05, 0.95),
+    st.integers(2, 5),
+    st.sampled_from(["none", "group"]),
+)
+def test_expected_answer_gradient_matches_enumeration(p, t, q, g, scale):
+    exact = train_mod.expected_answer_gradient(p, t, q, g, scale)
+    assert exact == pytest.approx(brute_force_gradient(p, t, q, g, scale), rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([0.5, 0.75, 0.9]), st.floats(0.02, 0.3), st.floats(0.1, 0.9))
+def test_unscaled_advantages_push_toward_the_score_optimal_choice(t, margin, q):
+    # scale_rewards none (and batch: one positive factor) follow sign(p - t): answer iff P(correct) > t
+    assert train_mod.expected_answer_gradient(min(t + margin, 1.0), t, q, 8, "none") > 0
+    assert train_mod.expected_answer_gradient(t - margin, t, q, 8, "none") < 0
+
+
+def test_group_scaling_reverses_the_decision_below_the_target():
+    # the evidence for `scale_rewards: batch` in the recipes (docs/training.md): at t = 0.75 a model that is right
+    # 70% of the time should abstain, but per-group std scaling pushes it to answer
+    assert train_mod.expected_answer_gradient(0.7, 0.75, 0.5, 8, "none") < 0
+    assert train_mod.expected_answer_gradient(0.7, 0.75, 0.5, 8, "group") > 0
+    assert train_mod.expected_answer_gradient(0.75, 0.9, 0.5, 8, "group") > 0

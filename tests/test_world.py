@@ -1,0 +1,265 @@
+"""Tests for rlcal.world: statistics against their targets, determinism, file contents, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlcal.cli import main
+from rlcal.errors import RlcalError
+from rlcal.grading import grade
+from rlcal.prompts import PromptTemplate
+from rlcal.singleton import singleton_stats
+from rlcal.world import (
+    COUNT_BUCKETS,
+    IDK_ANSWER,
+    WorldConfig,
+    birthday,
+    build_world,
+    count_bucket,
+    expected_singleton_rate,
+    generate_world,
+    read_corpus,
+    world_matches,
+)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def default_world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("default_world")
+    build_world(WorldConfig(), out)
+    return out
+
+
+def test_default_singleton_rate_matches_target(default_world):
+    stats = json.loads((default_world / "world.json").read_text())
+    assert abs(stats["singleton_rate"] - stats["singleton_rate_target"]) <= 0.02
+    # Good-Turing: the singleton rate estimates the probability that a fresh question is about an unseen fact.
+    assert abs(stats["singleton_rate"] - stats["missing_mass"]) <= 0.05
+    assert 0.1 <= stats["singleton_rate"] <= 0.3
+    assert stats["n_records"] == stats["mentions"] + stats["idk_people"]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_singleton_rate_target_holds_for_other_seeds_and_sizes(seed):
+    config = WorldConfig(people=3000, mentions=6000, zipf=1.1, seed=seed)
+    _, _, _, stats = generate_world(config)
+    assert abs(stats["singleton_rate"] - stats["singleton_rate_target"]) <= 0.02
+
+
+def test_mentions_file_reproduces_world_singleton_rate(default_world, capsys):
+    stats = json.loads((default_world / "world.json").read_text())
+    assert main(["singleton-rate", str(default_world / "mentions.jsonl")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == stats["n_records"]
+    assert result["singletons"] == stats["singletons"]
+    assert result["singleton_rate"] == pytest.approx(stats["singleton_rate"])
+
+
+def test_qa_counts_match_corpus_mentions(default_world):
+    qa = read_jsonl(default_world / "qa.jsonl")
+    mentions = read_jsonl(default_world / "mentions.jsonl")
+    told = Counter(m["question"] for m in mentions if m["answer"] != IDK_ANSWER)
+    assert sum(r["count"] for r in qa) == WorldConfig().mentions
+    for row in qa:
+        assert row["count"] == told.get(row["question"], 0)
+    # every stated fact is the person's true answer, and each is actually in the corpus text
+    gold = {r["question"]: r["answer"] for r in qa}
+    assert all(m["answer"] == gold[m["question"]] for m in mentions if m["answer"] != IDK_ANSWER)
+    corpus = (default_world / "corpus.txt").read_text()
+    top = max(qa, key=lambda r: r["count"])
+    assert corpus.count(top["person"]) == top["count"]
+
+
+def test_qa_fields_and_splits_have_the_same_mix(default_world):
+    qa = read_jsonl(default_world / "qa.jsonl")
+    assert {"question", "answer", "aliases", "count", "family", "split"} <= set(qa[0])
+    assert {r["split"] for r in qa} == {"rl_train", "eval"}
+    by_split = {s: Counter(count_bucket(r["count"]) for r in qa if r["split"] == s) for s in ("rl_train", "eval")}
+    for name, _, _ in COUNT_BUCKETS:  # every bucket, incl. unseen and singletons, in both splits, ~50/50
+        a, b = by_split["rl_train"][name], by_split["eval"][name]
+        assert a > 0 and b > 0, name
+        assert abs(a - b) <= 1, name
+    people = {s: {r["person"] for r in qa if r["split"] == s} for s in ("rl_train", "eval")}
+    assert not people["rl_train"] & people["eval"]
+    assert sum(r["popularity"] for r in qa) == pytest.approx(1.0)
+
+
+def test_birthdays_are_valid_uniform_dates(default_world):
+    qa = read_jsonl(default_world / "qa.jsonl")
+    days = Counter()
+    for row in qa:
+        day, month = map(int, row["answer"].split("-"))
+        assert 1 <= month <= 12 and 1 <= day <= 31 and len(row["answer"]) == 5
+        for alias in row["aliases"]:
+            assert grade(alias, row["answer"], row["aliases"]) == "correct"
+        days[month] += 1
+    # months are uniform-ish (chi-square with 11 dof, far from its 0.1% tail of 31.3)
+    expected = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]) / 365 * len(qa)
+    observed = np.array([days[m] for m in range(1, 13)])
+    assert ((observed - expected) ** 2 / expected).sum() < 31.3
+
+
+def test_birthday_format():
+    assert birthday(0) == ("01-01", ["1-1", "1 January", "January 1"])
+    assert birthday(364) == ("31-12", ["31 December", "December 31"])
+    assert birthday(31 + 28) == ("01-03", ["1-3", "1 March", "March 1"])
+
+
+def test_corpus_speaks_the_prompt_format_and_idk_only_above_zero(default_world):
+    docs = read_corpus(default_world)
+    template = PromptTemplate()
+    renders = {t: template.render("X", t).split("Question:")[0] for t in (0.0, 0.5, 0.75, 0.9)}
+    prompt_docs = [d for d in docs if "\nQuestion: " in d]
+    assert 0.4 < len(prompt_docs) / len(docs) < 0.65  # qa_format_share 0.5 of mentions, plus the IDK documents
+    for t, head in renders.items():
+        assert any(d.startswith(head) for d in prompt_docs), t
+    idk = [d for d in docs if d.endswith("Answer: " + IDK_ANSWER)]
+    assert len(idk) == WorldConfig().n_idk
+    assert not any(d.startswith(renders[0.0]) for d in idk)  # never "I don't know" under best-guess grading
+    qa_people = {r["person"] for r in read_jsonl(default_world / "qa.jsonl")}
+    assert not any(name in d for d in idk for name in list(qa_people)[:50])
+
+
+def test_determinism_by_seed(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    config = dict(people=200, mentions=400, families=["birthday", "birthplace", "letter_count", "arithmetic"])
+    build_world(WorldConfig(**config, seed=7), a)
+    build_world(WorldConfig(**config, seed=7), b)
+    build_world(WorldConfig(**config, seed=8), c)
+    for name in ("corpus.txt", "qa.jsonl", "mentions.jsonl", "world.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert (a / "corpus.txt").read_bytes() != (c / "corpus.txt").read_bytes()
+    assert world_matches(a, WorldConfig(**config, seed=7))
+    assert not world_matches(a, WorldConfig(**config, seed=8))
+
+
+def test_optional_families(tmp_path):
+    config = WorldConfig(
+        people=100,
+        mentions=200,
+        families=["birthday", "birthplace", "letter_count", "arithmetic"],
+        pattern_examples=50,
+        pattern_questions=20,
+    )
+    stats = build_world(config, tmp_path)
+    qa = read_jsonl(tmp_path / "qa.jsonl")
+    families = Counter(r["family"] for r in qa)
+    assert families == {"birthday": 100, "birthplace": 100, "letter_count": 20, "arithmetic": 20}
+    corpus = (tmp_path / "corpus.txt").read_text()
+    for row in qa:
+        if row["family"] == "letter_count":
+            letter, word = row["question"][len("How many ") :].split("'s are in ")
+            assert int(row["answer"]) == word.rstrip("?").count(letter)
+            assert row["count"] == 0 and row["question"] not in corpus  # held out: learnable only as a pattern
+        elif row["family"] == "arithmetic":
+            expression = row["question"][len("What is ") :].rstrip("?")
+            assert int(row["answer"]) == eval(expression)  # noqa: S307 - digits and +/- only
+    assert stats["qa"]["eval"]["letter_count"] == 10
+    assert "How many" in corpus and " + " in corpus
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    people=st.integers(1, 150),
+    mentions=st.integers(1, 300),
+    zipf=st.floats(0, 3),
+    offset=st.floats(0, 50),
+    seed=st.integers(0, 2**16),
+    share=st.floats(0, 1),
+)
+def test_world_invariants(people, mentions, zipf, offset, seed, share):
+    config = WorldConfig(
+        people=people, mentions=mentions, zipf=zipf, zipf_offset=offset, seed=seed, qa_format_share=share
+    )
+    corpus, qa, records, stats = generate_world(config)
+    assert sum(r["count"] for r in qa) == mentions
+    assert len(corpus) == len(records) == mentions + config.n_idk
+    assert singleton_stats(records)["singletons"] == sum(r["count"] == 1 for r in qa) == stats["singletons"]
+    assert 0 <= stats["singleton_rate"] <= 1 and 0 <= stats["singleton_rate_target"] <= 1
+    assert len({r["question"] for r in qa}) == people
+
+
+def test_expected_singleton_rate_closed_form():
+    # two equally likely facts, 2 draws: P(exactly one each) = 1/2 -> E[singletons] = 1, rate 1/2
+    assert expected_singleton_rate(np.array([0.5, 0.5]), 2, 2) == pytest.approx(0.5)
+    assert expected_singleton_rate(np.array([1.0]), 1, 1) == pytest.approx(1.0)
+
+
+def test_count_bucket():
+    assert [count_bucket(c) for c in (0, 1, 2, 4, 5, 19, 20, 10**6)] == [
+        "unseen",
+        "1",
+        "2-4",
+        "2-4",
+        "5-19",
+        "5-19",
+        "20+",
+        "20+",
+    ]
+    with pytest.raises(ValueError):
+        count_bucket(-1)
+
+
+# ---- errors --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"people": 0}, "people must be > 0"),
+        ({"mentions": -3}, "mentions must be > 0"),
+        ({"zipf": -1.0}, "zipf must be"),
+        ({"families": ["weather"]}, "unknown families"),
+        ({"families": ["arithmetic"]}, "arbitrary-fact family"),
+        ({"thresholds": [1.0]}, "threshold"),
+        ({"thresholds": [0.0]}, "idk_share > 0 needs a threshold"),
+        ({"eval_fraction": 1.0}, "eval_fraction"),
+        ({"people": 2.5}, "people must be an integer"),
+    ],
+)
+def test_invalid_config(kwargs, message):
+    with pytest.raises(RlcalError, match=message):
+        WorldConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--people", "0"], "people must be > 0"),
+        (["--zipf", "-2"], "zipf must be"),
+        (["--idk_share", "1.5"], "idk_share"),
+    ],
+)
+def test_cli_rejects_bad_parameters_without_writing(tmp_path, capsys, args, message):
+    out = tmp_path / "w"
+    assert main(["world", "build", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_rejects_unwritable_out_dir(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["world", "build", "--out", str(blocker / "world")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot write to output directory" in err and len(err.splitlines()) == 1
+
+
+def test_cli_builds(tmp_path, capsys):
+    assert main(["world", "build", "--out", str(tmp_path), "--people", "50", "--mentions", "80", "--seed", "3"]) == 0
+    assert "singleton rate" in capsys.readouterr().out
+    stats = json.loads((tmp_path / "world.json").read_text())
+    assert stats["config"]["people"] == 50 and stats["config"]["seed"] == 3
+    assert not list(tmp_path.glob(".*tmp"))  # no temp files left behind

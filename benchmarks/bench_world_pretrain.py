@@ -103,7 +103,10 @@ def evaluate(
 
     # Abstention propensity at each t: the probability that the reply starts with "I don't know" (the base model
     # samples it this often); greedy decoding abstains only where it exceeds the whole date branch.
-    p_idk = {t: idk_probability(model, tokenizer, [template.render(r["question"], t) for r in rows]) for t in (0.0, *thresholds)}
+    p_idk = {
+        t: idk_probability(model, tokenizer, [template.render(r["question"], t) for r in rows])
+        for t in (0.0, *thresholds)
+    }
 
     table = []
     for name, _, _ in (*COUNT_BUCKETS, ("all", 0, 0)):

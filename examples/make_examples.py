@@ -22,8 +22,8 @@ from pathlib import Path
 from rlcal.grading import grade
 
 HERE = Path(__file__).resolve().parent
-FIRST = "Ada Bram Cleo Dov Esme Finn Gala Hugo Ines Jory Kai Lena Milo Nia Oren Pia Quin Rhea Sol Tova Uma Vito Wren Xavi Yara Zeno".split()  # noqa: E501
-LAST = "Vell Marr Stroud Okafor Lindqvist Haddad Moreau Tanaka Novak Reyes Brandt Castillo Dubois Ferreira Ilves Kowal".split()  # noqa: E501
+FIRST = "Ada Bram Cleo Dov Esme Finn Gala Hugo Ines Jory Kai Lena Milo Nia Oren Pia Quin Rhea Sol Tova Uma Vito Wren Xavi Yara Zeno".split()
+LAST = "Vell Marr Stroud Okafor Lindqvist Haddad Moreau Tanaka Novak Reyes Brandt Castillo Dubois Ferreira Ilves Kowal".split()
 CITIES = "Ostrava Quillon Marrowgate Velden Istrabad Kestrel Lowmoor Tirsa Eberholt Pellam Drossa Vintry".split()
 MONTHS = "January February March April May June July August September October November December".split()
 ABSTAIN = ["I don't know.", "I do not know.", "IDK", "I'm not sure.", "I cannot answer that.", "I have no idea.",
@@ -53,16 +53,16 @@ def make_predictions(rng: random.Random) -> list[dict]:
                 question, answer, aliases, right = f"In which city was {name} born?", city, [], city
                 about = f"I'm not sure where {name} lives."
 
-                def wrong() -> str:
-                    return rng.choice([c for c in CITIES if c != city])  # noqa: B023 - used in this iteration
+                def wrong(city: str = city) -> str:
+                    return rng.choice([c for c in CITIES if c != city])
             else:
                 x, y = rng.randint(10, 99), rng.randint(10, 99)
                 question, answer, aliases = f"What is {x} + {y}?", str(x + y), []
                 right = rng.choice([answer, answer, f"{x + y}.0"])
                 about = "I can't say for sure."
 
-                def wrong() -> str:
-                    return str(x + y + rng.choice([-10, -1, 1, 10]))  # noqa: B023
+                def wrong(total: int = x + y) -> str:
+                    return str(total + rng.choice([-10, -1, 1, 10]))
             p = rng.betavariate(2.2, 1.6)
             conf = min(0.99, max(0.01, round(p + 0.04 + rng.gauss(0, 0.05), 2)))
             correct = rng.random() < p

@@ -288,6 +288,7 @@ class CalibrationHook:
             scalars = calibration_scalars(metrics, self.base_metrics)
             paths = write_eval_files(self.output_dir / f"step_{step}", metrics, predictions, label)
             record = {"step": step, "label": label, "seconds": round(time.perf_counter() - started, 3)}
+            record["ece"] = metrics.get("ece")  # present even when undefined (null), unlike the logged scalars
             record.update({k.removeprefix("calib/"): v for k, v in scalars.items() if k.count("/") == 1})
             record["per_threshold"] = metrics.get("per_threshold")
             self._append_history(record)

@@ -91,6 +91,11 @@ def _by_t(section: Any) -> dict[str, Any]:
     return {_t_key(k): v for k, v in section.items()} if isinstance(section, Mapping) else {}
 
 
+def _bins(metrics: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """Reliability bins: `reliability` (rlcal eval) or `reliability_bins` (rlcal score)."""
+    return metrics.get("reliability") or metrics.get("reliability_bins")
+
+
 def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     """Every comparable number of a metrics dict under a readable name, in display order.
 
@@ -105,6 +110,12 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
         value = metrics[key]
         if key not in NOT_METRICS and (value is None and key in HEADLINE or _is_number(value)):
             out[key] = value
+    for key in sorted(metrics):  # other sections of plain numbers, e.g. rlcal score's `overall`
+        section = metrics[key]
+        if isinstance(section, Mapping) and key not in ("per_threshold", "sweep", "settings", "source"):
+            for sub, value in section.items():
+                if _is_number(value):
+                    out[f"{key}.{sub}"] = value
     per_t = _by_t(metrics.get("per_threshold"))
     for t in sorted(per_t, key=float):
         values = per_t[t] if isinstance(per_t[t], Mapping) else {}
@@ -208,9 +219,10 @@ def write_compare(
         files["json"] = tmp / "compare.json"
         payload = {"labels": list(labels), "sources": list(sources), "rows": [asdict(r) for r in rows]}
         files["json"].write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-        if a.get("reliability") and b.get("reliability"):
+        bins_a, bins_b = _bins(a), _bins(b)
+        if bins_a and bins_b:
             files["reliability"] = plots.reliability_diagram(
-                {labels[0]: a["reliability"], labels[1]: b["reliability"]},
+                {labels[0]: bins_a, labels[1]: bins_b},
                 tmp / "reliability.png",
                 title="Reliability: " + " vs ".join(labels),
                 ece={labels[0]: a.get("ece"), labels[1]: b.get("ece")},

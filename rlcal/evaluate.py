@@ -48,8 +48,10 @@ SWEEP_KEYS = ("answer_rate", "accuracy_answered", "hallucination_rate", "score")
 
 
 def threshold_key(t: float) -> str:
-    """The JSON key of a threshold: 0 -> "0", 0.75 -> "0.75"."""
-    return f"{float(t):g}"
+    """The JSON key of a threshold, exactly as `rlcal score` writes it: 0 -> "0", 0.75 -> "0.75"."""
+    from rlcal.score import threshold_key as score_key
+
+    return score_key(float(t))
 
 
 def parse_thresholds(spec: str | Iterable[float]) -> list[float]:

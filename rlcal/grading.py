@@ -195,9 +195,12 @@ def extract_answer(response: str) -> str:
         response = _CONF_TAG_RE.sub(" ", response)
     # Fast path for the common reply: cut at the first "\n"; if what is left holds no other line break or control
     # character (isprintable), it is the first non-empty line. Anything else takes the exact splitlines() path.
-    line = response.lstrip()
-    cut = line.find("\n")
-    line = (line[:cut] if cut >= 0 else line).rstrip()
+    if "\n" in response:
+        line = response.lstrip()
+        cut = line.find("\n")
+        line = (line[:cut] if cut >= 0 else line).rstrip()
+    else:
+        line = response.strip()
     if not line.isprintable():
         return _first_line(response)
     if line[:1] not in ("a", "A", "f", "F"):  # only these can start "Answer:" / "Final answer:" / "A:"
@@ -393,7 +396,10 @@ def _reply_number(raw: str) -> float | None:
 
 
 def _same_number(value: float, gold_values: Iterable[float]) -> bool:
-    return any(abs(g - value) <= 1e-9 * max(1.0, abs(g)) for g in gold_values)
+    for g in gold_values:
+        if abs(g - value) <= 1e-9 * max(1.0, abs(g)):
+            return True
+    return False
 
 
 def _numbers_equal(raw: str, golds: Sequence[str]) -> bool | None:
@@ -412,7 +418,7 @@ def exact_grader(candidate: str, raw: str, golds: Sequence[str]) -> bool:
     match = False
     gold_values = None
     for gold in golds:  # one pass over the cached (normalised, number) of each gold
-        normalised, number = _gold_info(gold)
+        normalised, number = _GOLD_CACHE.get(gold) or _gold_info(gold)
         if number is not None:
             gold_values = [number] if gold_values is None else [*gold_values, number]
         if normalised == candidate:
@@ -538,5 +544,7 @@ def grade(
 ) -> Outcome:
     """Grade one reply: "correct", "wrong" or "abstain". Never raises on arbitrary text; an unknown grader is a
     ValueError. The same function is used by the rewards and by `rlcal eval` / `rlcal score`."""
+    if isinstance(abstain_phrases, str):
+        raise ValueError("abstain_phrases must be a list of phrases, not one string")
     phrases = tuple(abstain_phrases) if abstain_phrases is not None else None
     return _cached_grader(grader, phrases)(response, answer, aliases, question)

@@ -32,7 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.errors import RlcalError
-from rlcal.world import WorldConfig, build_world, check_writable_dir, load_world_stats, read_corpus, world_matches
+from rlcal.world import (
+    WorldConfig,
+    build_world,
+    check_writable_dir,
+    fresh_documents,
+    load_world_stats,
+    read_corpus,
+    world_matches,
+)
 
 DONE_MARKER = "pretrain_done.json"
 DEFAULT_WORLD = WorldConfig()
@@ -58,8 +66,11 @@ class PretrainConfig:
     world_thresholds: list[float] = field(
         default_factory=lambda: list(DEFAULT_WORLD.thresholds), metadata={"help": "World: t in prompt documents."}
     )
+    world_fresh_share: float = field(
+        default=DEFAULT_WORLD.fresh_share, metadata={"help": "World: brand-new people per epoch / mentions."}
+    )
     world_idk_share: float = field(
-        default=DEFAULT_WORLD.idk_share, metadata={"help": "World: 'I don't know' documents per mention."}
+        default=DEFAULT_WORLD.idk_share, metadata={"help": "World: brand-new people's 'I don't know' share."}
     )
     world_qa_people: int = field(default=DEFAULT_WORLD.qa_people, metadata={"help": "World: people in qa.jsonl."})
     world_eval_fraction: float = field(default=DEFAULT_WORLD.eval_fraction, metadata={"help": "World: eval share."})
@@ -76,8 +87,8 @@ class PretrainConfig:
     vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size (>= 300)."})
     max_seq_len: int = field(default=128, metadata={"help": "Longer documents are truncated (counted in the log)."})
     # -- training
-    epochs: float = field(default=25.0, metadata={"help": "Passes over the corpus."})
-    max_steps: int = field(default=-1, metadata={"help": "If > 0, train this many steps instead of `epochs`."})
+    epochs: int = field(default=25, metadata={"help": "Passes over the corpus (each with fresh brand-new people)."})
+    max_steps: int = field(default=-1, metadata={"help": "If > 0, stop after this many steps."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate."})
     lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
     warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps for linear warmup."})
@@ -99,7 +110,7 @@ class PretrainConfig:
         checks = {
             "vocab_size": self.vocab_size >= 300,
             "max_seq_len": self.max_seq_len >= 8,
-            "epochs": self.epochs > 0 or self.max_steps > 0,
+            "epochs": self.epochs > 0,
             "learning_rate": self.learning_rate > 0 and math.isfinite(self.learning_rate),
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
             "weight_decay": self.weight_decay >= 0,
@@ -259,14 +270,19 @@ def _pretrain(config: PretrainConfig, output_dir: Path, partial: Path) -> Path:
         print(f"world: built {config.world_dir}")
     world_seconds = time.perf_counter() - start
 
-    docs = read_corpus(config.world_dir)
-    tokenizer = build_tokenizer(docs, vocab_size=config.vocab_size, model_max_length=config.max_seq_len)
+    corpus = read_corpus(config.world_dir)
+    # The training stream: the corpus once per epoch plus that epoch's brand-new people (see fresh_documents).
+    docs = [doc for epoch in range(config.epochs) for doc in (*corpus, *fresh_documents(world, epoch))]
+    tokenizer = build_tokenizer(
+        docs[: len(corpus) * 2], vocab_size=config.vocab_size, model_max_length=config.max_seq_len
+    )
     ids, truncated = _tokenize_corpus(tokenizer, docs, config.max_seq_len)
     n_tokens = sum(len(x) for x in ids)
     model = build_tiny_model(tokenizer, size=config.model_size, family=config.model_family, seed=config.seed)
     n_params = count_parameters(model)
     print(
-        f"corpus: {len(docs)} documents, {n_tokens} tokens ({truncated} truncated); tokenizer: {len(tokenizer)} "
+        f"training stream: {config.epochs} x {len(corpus)} corpus documents + {len(docs) - config.epochs * len(corpus)} "
+        f"about brand-new people = {n_tokens} tokens ({truncated} truncated); tokenizer: {len(tokenizer)} "
         f"tokens; model: {config.model_family}/{config.model_size}, {n_params / 1e6:.2f}M parameters"
     )
 
@@ -274,7 +290,7 @@ def _pretrain(config: PretrainConfig, output_dir: Path, partial: Path) -> Path:
     args = TrainingArguments(
         output_dir=str(partial / "trainer"),
         per_device_train_batch_size=config.batch_size,
-        num_train_epochs=config.epochs,
+        num_train_epochs=1,  # the epochs are in the stream
         max_steps=config.max_steps,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
@@ -320,7 +336,10 @@ def _pretrain(config: PretrainConfig, output_dir: Path, partial: Path) -> Path:
         "train_loss": result.training_loss,
         "world_seconds": round(world_seconds, 2),
         "train_seconds": round(train_seconds, 2),
-        "tokens_per_second": round(n_tokens * float(trainer.state.epoch or 0) / train_seconds) if train_seconds else None,
+        "tokens_per_second": round(n_tokens * float(trainer.state.epoch or 0) / train_seconds)
+        if train_seconds
+        else None,
+        "stream_documents": len(docs),
     }
     (partial / DONE_MARKER).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if output_dir.exists():

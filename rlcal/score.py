@@ -62,7 +62,7 @@ def _bad(where: str, message: str) -> RlcalError:
 
 def _show(value: Any) -> str:
     """A value as JSON for an error message, shortened."""
-    text = json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False).encode("utf-8", "backslashreplace").decode()  # lone surrogates
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -17,9 +17,10 @@ How the world is drawn (a miniature of Kalai et al. 2025, Section 3.3.1 "arbitra
   rate is computed exactly (`singleton_rate_target`) next to the one achieved (`singleton_rate`, Definition 2).
 - Each mention is a corpus document: either the evaluation prompt itself,
   `PromptTemplate().render(question, t) + " " + answer` with t drawn from `thresholds`, or a prose sentence.
-- `idk_share × mentions` extra documents ask the same questions about *other* never-mentioned people (not in
-  qa.jsonl) at t > 0 and answer "I don't know." (never at t = 0, where guessing is optimal): the base model can
-  say it, independently of t, which RL then has to shape (see docs/world.md).
+- Pretraining repeats the corpus for several epochs; each epoch also gets `fresh_share × mentions` documents about
+  brand-new people (`fresh_documents`), so the model keeps meeting unknown names and stays calibrated on them.
+  Their prompt-format documents at t > 0 answer "I don't know." with probability `idk_share` (never at t = 0,
+  where guessing is optimal): the base model can say it, independently of t, which RL then has to shape.
 - Optional pattern families (`letter_count`: "How many D's are in DEEPSEEK?", `arithmetic`: "What is 37 + 48?"):
   `pattern_examples` worked examples in the corpus, and `pattern_questions` fresh ones in qa.jsonl.
 
@@ -126,10 +127,16 @@ class WorldConfig:
         default_factory=lambda: [0.0, 0.5, 0.75, 0.9],
         metadata={"help": "Confidence targets t used in prompt-format corpus documents."},
     )
-    idk_share: float = field(
-        default=0.1, metadata={"help": "'I don't know.' documents about other unseen people, as a share of mentions."}
+    fresh_share: float = field(
+        default=0.15,
+        metadata={"help": "Pretraining: documents about brand-new people per epoch, as a share of mentions."},
     )
-    qa_people: int = field(default=4000, metadata={"help": "People asked about in qa.jsonl (uniform sample; 0 = all)."})
+    idk_share: float = field(
+        default=0.3, metadata={"help": "Share of brand-new people's prompt documents at t > 0 saying 'I don't know.'"}
+    )
+    qa_people: int = field(
+        default=4000, metadata={"help": "People asked about in qa.jsonl (uniform sample; 0 = all)."}
+    )
     eval_fraction: float = field(default=0.5, metadata={"help": "Share of people (and pattern questions) in `eval`."})
     pattern_examples: int = field(default=1000, metadata={"help": "Corpus examples per pattern family."})
     pattern_questions: int = field(default=200, metadata={"help": "qa.jsonl questions per pattern family."})
@@ -152,7 +159,7 @@ class WorldConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (low <= value <= high):
                 fail(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
-        for name in ("idk_share", "eval_fraction"):
+        for name in ("fresh_share", "idk_share", "eval_fraction"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (0.0 <= value < 1.0):
                 fail(f"{name} must be a number in [0, 1), got {value!r}")
@@ -196,8 +203,8 @@ class WorldConfig:
         return [f for f in self.families if f in PATTERN_FAMILIES]
 
     @property
-    def n_idk(self) -> int:
-        return int(round(self.idk_share * self.mentions))
+    def fresh_per_epoch(self) -> int:
+        return int(round(self.fresh_share * self.mentions))
 
 
 def count_bucket(count: int) -> str:
@@ -326,7 +333,6 @@ class _Renderer:
         self.template = PromptTemplate()
         self.config = config
         self.rng = rng
-        self.positive_t = [t for t in config.thresholds if t > 0]
 
     def prompt_doc(self, question: str, answer: str, thresholds: list[float]) -> tuple[str, float]:
         t = thresholds[self.rng.integers(len(thresholds))]
@@ -340,9 +346,12 @@ class _Renderer:
         text = options[self.rng.integers(len(options))].format(answer=answer, **fields_)
         return {"text": text, "format": "prose", "t": None}
 
-    def idk(self, question: str) -> dict[str, Any]:
-        text, t = self.prompt_doc(question, IDK_ANSWER, self.positive_t)
-        return {"text": text, "format": "prompt", "t": t}
+    def fresh(self, family: str, question: str, answer: str, fields_: dict[str, Any]) -> dict[str, Any]:
+        """A mention of a brand-new person; in prompt format at t > 0 it says "I don't know." w.p. idk_share."""
+        doc = self.mention(family, question, answer, fields_)
+        if doc["format"] == "prompt" and doc["t"] > 0 and self.rng.random() < self.config.idk_share:
+            doc["text"] = doc["text"][: len(doc["text"]) - len(answer)] + IDK_ANSWER
+        return doc
 
 
 def generate_world(config: WorldConfig) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]], dict]:
@@ -350,9 +359,7 @@ def generate_world(config: WorldConfig) -> tuple[list[str], list[dict[str, Any]]
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(7)]
     name_rng, fact_rng, mention_rng, render_rng, split_rng, pattern_rng, shuffle_rng = streams
     families = config.arbitrary_families
-    n_idk = config.n_idk
-    names = make_names(config.people + n_idk, name_rng)
-    people, idk_people = names[: config.people], names[config.people :]
+    people = make_names(config.people, name_rng)
     cities = make_cities()
 
     # Arbitrary facts: uniform birthdays and birthplaces, independent of anything else (nothing to generalise from).
@@ -376,10 +383,6 @@ def generate_world(config: WorldConfig) -> tuple[list[str], list[dict[str, Any]]
             for _ in range(int(counts[i, j])):
                 doc = renderer.mention(family, question, answer, {"name": name})
                 docs.append({**doc, "question": question, "answer": answer, "family": family})
-    for name in idk_people:
-        family = families[int(render_rng.integers(len(families)))]
-        question = QUESTIONS[family].format(name=name)
-        docs.append({**renderer.idk(question), "question": question, "answer": IDK_ANSWER, "family": family})
 
     # qa.jsonl asks about a uniform sample of people (mentioned or not), split by person and stratified by
     # mention-count bucket so rl_train and eval hold different people with the same mix of counts.
@@ -447,6 +450,38 @@ def generate_world(config: WorldConfig) -> tuple[list[str], list[dict[str, Any]]
     return corpus, qa, mention_records, stats
 
 
+def fresh_documents(config: WorldConfig, epoch: int) -> list[str]:
+    """Documents about brand-new people for pretraining epoch `epoch` (deterministic per seed and epoch).
+
+    Repeating the corpus for several epochs would otherwise teach the model that every name it meets is familiar,
+    and it becomes confidently wrong about never-seen people. Each epoch therefore also mentions
+    `fresh_share × mentions` people who occur in no other epoch, in the world's mix of formats, with random facts;
+    their prompt-format documents at t > 0 answer "I don't know." with probability `idk_share` (never at t = 0).
+    So the model keeps meeting unknown names at about the rate a fresh sample would show them (the singleton
+    rate), learns that their facts are unpredictable, and can say "I don't know".
+    """
+    n = config.fresh_per_epoch
+    if n == 0:
+        return []
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 7919, int(epoch)]))
+    taken = set(make_names(config.people, np.random.default_rng(np.random.SeedSequence(config.seed).spawn(7)[0])))
+    names: list[str] = []
+    for name in make_names(n + len(taken), rng):
+        if name not in taken:
+            names.append(name)
+            if len(names) == n:
+                break
+    families = config.arbitrary_families
+    cities = make_cities()
+    renderer = _Renderer(config, rng)
+    docs = []
+    for name in names:
+        family = families[int(rng.integers(len(families)))]
+        answer = birthday(int(rng.integers(0, 365)))[0] if family == "birthday" else cities[rng.integers(len(cities))]
+        docs.append(renderer.fresh(family, QUESTIONS[family].format(name=name), answer, {"name": name})["text"])
+    return docs
+
+
 def world_stats(
     config: WorldConfig,
     qa: list[dict[str, Any]],
@@ -473,7 +508,7 @@ def world_stats(
         "config": asdict(config),
         "people": config.people,
         "people_mentioned": int((counts.sum(axis=1) > 0).sum()),
-        "idk_people": config.n_idk,
+        "fresh_per_epoch": config.fresh_per_epoch,
         "mentions": config.mentions,
         "n_records": n_records,  # N of Definition 2: fact mentions + "I don't know" records
         "singletons": sr["singletons"],
@@ -574,7 +609,8 @@ def read_corpus(out_dir: str | Path) -> list[str]:
 def summary_lines(stats: dict[str, Any]) -> list[str]:
     """A short human-readable summary of world.json."""
     lines = [
-        f"people: {stats['people']} ({stats['people_mentioned']} mentioned), 'I don't know' people: {stats['idk_people']}",
+        f"people: {stats['people']} ({stats['people_mentioned']} mentioned); brand-new people per pretraining epoch: "
+        f"{stats['fresh_per_epoch']}",
         f"fact records N = {stats['n_records']} ({stats['mentions']} mentions), max count {stats['max_count']}",
         f"singleton rate: {stats['singleton_rate']:.4f} (target {stats['singleton_rate_target']:.4f}), "
         f"missing mass {stats['missing_mass']:.4f}",

@@ -56,11 +56,13 @@ def test_flatten_names_and_threshold_keys():
         "sweep": {"0.75": {"measured": {"score": 1.0}, "ideal": {"score": 0.2}, "gap": {"score": -0.1}}},
         "reliability": [{"count": 3}],
         "settings": {"seed": 0},
+        "overall": {"score": 0.3, "name": "x"},  # rlcal score's section of plain numbers
     }
     assert flatten_metrics(m) == {
         "ece": 0.1,
         "auroc": None,
         "n": 10,
+        "overall.score": 0.3,
         "per_threshold[0].score": 0.5,
         "per_threshold[0.75].answer_rate": 0.25,
         "sweep[0.75].ideal.score": 0.2,

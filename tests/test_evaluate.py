@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 import warnings
@@ -25,10 +24,19 @@ def person(i: int) -> str:
     return f"When was Person {i} born?"
 
 
-@functools.cache
+_TOY_MODELS: dict[str, str] = {}
+
+
 def toy_qa_model(base_dir: str, out_dir: str, steps: int = 60) -> str:
     """The fixture's nano Llama, trained (answer tokens only) to reply " 48" or a random guess at t = 0 and
-    "I don't know" at t >= 0.75: replies end with <eos>, grade as correct, wrong or abstain, with real probabilities."""
+    "I don't know" at t >= 0.75: replies end with <eos>, grade as correct, wrong or abstain, with real probabilities.
+    Trained once per session (test_confidence and test_callbacks import this; the first `out_dir` is kept)."""
+    if base_dir not in _TOY_MODELS:
+        _TOY_MODELS[base_dir] = _train_toy_qa_model(base_dir, out_dir, steps)
+    return _TOY_MODELS[base_dir]
+
+
+def _train_toy_qa_model(base_dir: str, out_dir: str, steps: int) -> str:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -285,6 +293,28 @@ def test_cli_eval_end_to_end(toy_model, qa_file, loaded, tmp_path, capsys):
     model, tok = loaded
     lib, _ = evaluate_model(model, tok, load_qa_dataset(str(qa_file)), max_new_tokens=8, batch_size=7, progress=False)
     assert_close({k: v for k, v in metrics.items() if k != "source"}, lib)
+    # `rlcal score` on the predictions file regrades the responses and reproduces the per-threshold numbers, and on
+    # the t = 0 rows the calibration numbers: the two commands share one schema and one grader.
+    assert run_cli("score", out / "predictions.jsonl", "--out", tmp_path / "score.json") == 0
+    assert_close(
+        load_json(tmp_path / "score.json")["per_threshold"],
+        {
+            t: {
+                k: v
+                for k, v in m.items()
+                if k in ("n", "answer_rate", "accuracy_answered", "hallucination_rate", "score")
+            }
+            for t, m in metrics["per_threshold"].items()
+        },
+    )
+    t0 = tmp_path / "t0.jsonl"
+    t0.write_text("".join(json.dumps(p) + "\n" for p in preds if p["threshold"] == 0))
+    assert run_cli("score", t0, "--out", tmp_path / "score_t0.json") == 0
+    scored = load_json(tmp_path / "score_t0.json")
+    assert_close(
+        {k: scored[k] for k in ("ece", "ece_equal_mass", "mce", "brier", "auroc")},
+        {k: metrics[k] for k in ("ece", "ece_equal_mass", "mce", "brier", "auroc")},
+    )
 
 
 def test_cli_eval_chat_format_and_custom_columns(toy_model, tmp_path):

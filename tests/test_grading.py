@@ -110,6 +110,8 @@ def test_abstain_phrases_are_configurable():
     assert grade("I don't know", "Paris", abstain_phrases=["I don't know"]) == ABSTAIN
     # an empty list: nothing is an abstention
     assert grade("I don't know", "Paris", abstain_phrases=[]) == WRONG
+    with pytest.raises(ValueError, match="list of phrases"):
+        grade("pass", "Paris", abstain_phrases="pass")
     grader = AnswerGrader(abstain_phrases=["keine Ahnung"])
     assert grader("Keine Ahnung!", "Berlin") == ABSTAIN
     assert "i dont know" in DEFAULT_ABSTAIN_PHRASES and "不知道" in DEFAULT_ABSTAIN_PHRASES

@@ -21,9 +21,11 @@ def test_plain_prompt_at_three_quarters_says_three_points():
     assert prompt.endswith("Question: When was Ada Vell born?\nAnswer:")
 
 
-@pytest.mark.parametrize("t, points", [(0.5, "1 point,"), (0.9, "9 points"), (0.95, "19 points"), (0.6, "1.5 points")])
-def test_penalty_is_computed_and_pluralised(t, points):
-    assert f"penalized {points}" in PromptTemplate().render("Q?", t)
+@pytest.mark.parametrize("t, points", [(0.5, "1 points"), (0.9, "9 points"), (0.95, "19 points"), (0.6, "1.5 points")])
+def test_penalty_is_computed(t, points):
+    assert f"penalized {points}" in PromptTemplate().render("Q?", t)  # the paper's wording, "{penalty} points"
+    pluralised = PromptTemplate(instruction="penalized {penalty_points}.").render("Q?", t)
+    assert f"penalized {points.replace('1 points', '1 point')}." in pluralised
 
 
 @settings(max_examples=100, deadline=None)

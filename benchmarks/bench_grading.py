@@ -128,8 +128,14 @@ def make_workload(n: int, generations: int, seed: int = 0) -> list[dict]:
                 text = text.upper() if rng.random() < 0.5 else text + "  "
             completion = [{"role": "assistant", "content": text}] if rng.random() < 0.25 else text
             rows.append(
-                {"prompt": prompt, "completion": completion, "question": question, "answer": answer,
-                 "aliases": aliases, "threshold": t}
+                {
+                    "prompt": prompt,
+                    "completion": completion,
+                    "question": question,
+                    "answer": answer,
+                    "aliases": aliases,
+                    "threshold": t,
+                }
             )
     return rows[:n]
 
@@ -173,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = make_workload(args.n, args.generations)
     texts = {r["completion"] if isinstance(r["completion"], str) else r["completion"][-1]["content"] for r in rows}
-    print(f"workload: {len(rows):,} completions ({len(texts):,} distinct texts), batch {args.batch}, "
-          f"{args.generations} per prompt, python {sys.version.split()[0]}")
+    print(
+        f"workload: {len(rows):,} completions ({len(texts):,} distinct texts), batch {args.batch}, "
+        f"{args.generations} per prompt, python {sys.version.split()[0]}"
+    )
     kwargs = batches(rows, args.batch)
     logged: list[tuple[str, float]] = []
 
@@ -183,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def reward_calls(name: str) -> list[Callable[[], object]]:
         reward = build_reward(name)
-        return [
-            partial(reward, **kw, completion_ids=None, trainer_state=None, log_metric=log_metric) for kw in kwargs
-        ]
+        return [partial(reward, **kw, completion_ids=None, trainer_state=None, log_metric=log_metric) for kw in kwargs]
 
     def grade_rows(chunk: list[dict]) -> None:
         for r in chunk:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -147,7 +148,8 @@ def render_table(result: dict, timing: dict | None) -> str:
         lines.append(
             f"World build {timing['world_s']:.1f} s + pretraining {timing['pretrain_s']:.1f} s = "
             f"{timing['total_s']:.1f} s total ({timing['threads']} threads, {timing['steps']} steps, "
-            f"{timing['parameters'] / 1e6:.2f}M parameters, ~{timing['tokens_per_second']} tokens/s)."
+            f"{timing['parameters'] / 1e6:.2f}M parameters, ~{timing['tokens_per_second']} tokens/s; 1-min load "
+            f"average {timing['load_average'][0]} before, {timing['load_average'][1]} after)."
         )
         lines.append("")
     ts = [k for k in result["table"][0] if k.startswith("p_idk_t")]
@@ -219,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         from rlcal.pretrain import DONE_MARKER, load_pretrain_config, pretrain
 
         torch.set_num_threads(args.threads)
+        load_before = os.getloadavg()[0]  # other jobs on the same cores slow training several-fold: report it
         overrides = [*args.overrides, "--world_dir", str(out / "world"), "--output_dir", str(out / "pretrained")]
         config = load_pretrain_config(args.recipe, overrides)
         start = time.perf_counter()
@@ -235,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             "parameters": done["parameters"],
             "tokens_per_second": done["tokens_per_second"],
             "final_loss": done["final_loss"],
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
     result = evaluate(model_dir, world_dir, max_questions=args.max_questions)
     text = render_table(result, timing)

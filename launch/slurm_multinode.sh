@@ -38,7 +38,8 @@ export RECIPE
 # NCCL picks the fastest interface itself; uncomment to pin one on clusters where it guesses wrong.
 # export NCCL_SOCKET_IFNAME=ib0
 
-echo "rlcal: $NNODES nodes x $GPUS_PER_NODE GPUs, main $MAIN_ADDR:$MAIN_PORT, config $ACCELERATE_CONFIG, recipe $RECIPE"
+echo "rlcal: $NNODES nodes x $GPUS_PER_NODE GPUs, main $MAIN_ADDR:$MAIN_PORT," \
+  "config $ACCELERATE_CONFIG, recipe $RECIPE"
 
 # Single quotes: SLURM_NODEID must be expanded on each node, not here.
 srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c '

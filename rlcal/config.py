@@ -32,9 +32,10 @@ import difflib
 import enum
 import math
 import os
+import typing
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -405,7 +406,13 @@ def _parse_section(
         flags = [r[2:] for r in remaining if r.startswith("--")] or remaining
         raise _unknown_keys_error(section, flags, known, "overrides")
     kwargs = {k: v for k, v in vars(namespace).items() if k in known}
-    explicit = set(values) | {a[2:] for a in cli if a.startswith("--")}
+    cli_keys = {a[2:] for a in cli if a.startswith("--")}
+    hints = typing.get_type_hints(cls)  # not f.type: HfArgumentParser rewrites it (Optional[str] -> str)
+    optional = {name for name in known if type(None) in typing.get_args(hints.get(name))}
+    for key in cli_keys & optional:  # `--key null` unsets an optional value (argparse would keep the string)
+        if kwargs.get(key) == "null":  # not "none": `--report_to none` is a real value
+            kwargs[key] = None
+    explicit = set(values) | cli_keys
     explicit = {k[3:] if k.startswith("no_") and k[3:] in known else k for k in explicit}
     if adjust is not None:
         explicit |= adjust(kwargs, explicit)
@@ -446,9 +453,10 @@ def _check_generation_batch(kwargs: dict[str, Any]) -> None:
     else:
         steps = kwargs.get("steps_per_generation") or kwargs.get("gradient_accumulation_steps") or 1
         batch = kwargs["per_device_train_batch_size"] * world * steps
+        steps_name = "steps_per_generation" if kwargs.get("steps_per_generation") else "gradient_accumulation_steps"
         how = (
             f"per_device_train_batch_size {kwargs['per_device_train_batch_size']} x {world} processes x "
-            f"{'steps_per_generation' if kwargs.get('steps_per_generation') else 'gradient_accumulation_steps'} {steps}"
+            f"{steps_name} {steps}"
         )
     if batch % g:
         raise RlcalError(f"training.num_generations ({g}) must divide the generation batch ({how} = {batch})")
@@ -560,21 +568,24 @@ def validate(recipe: Recipe) -> None:
         raise RlcalError(
             "warmup merges its LoRA into the base model, which a 4-bit model cannot do; set warmup.steps 0"
         )
-    if recipe.calibration.data is not None and recipe.calibration.max_samples is not None:
-        if recipe.calibration.batch_size > recipe.calibration.max_samples:
-            recipe.calibration.batch_size = recipe.calibration.max_samples
+    if recipe.model.pretrain_recipe:
+        _check_pretrain_recipe(recipe)
     if any(r == "wandb" for r in (args.report_to or [])) and recipe.wandb.mode == "disabled":
         recipe.notes.append("wandb.mode is disabled: nothing will be logged to W&B")
 
 
-def field_defaults(cls: type) -> dict[str, Any]:
-    """{field: default} for a dataclass (None where it has no default)."""
-    out = {}
-    for f in fields(cls):
-        if f.default is not MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not MISSING:
-            out[f.name] = f.default_factory()
-        else:
-            out[f.name] = None
-    return out
+def _check_pretrain_recipe(recipe: Recipe) -> None:
+    """The pretrain recipe must produce the model and the data this recipe trains on (paths from the same cwd)."""
+    from rlcal.pretrain import load_pretrain_config
+
+    pretrain = load_pretrain_config(recipe.model.pretrain_recipe)
+    if Path(pretrain.output_dir).resolve() != Path(recipe.model.model_name_or_path).resolve():
+        raise RlcalError(
+            f"model.model_name_or_path ({recipe.model.model_name_or_path}) is not what model.pretrain_recipe "
+            f"builds ({pretrain.output_dir})"
+        )
+    world_qa = Path(pretrain.world_dir) / "qa.jsonl"
+    if Path(recipe.data.source).resolve() != world_qa.resolve():
+        raise RlcalError(
+            f"data.source ({recipe.data.source}) is not the world that model.pretrain_recipe builds ({world_qa})"
+        )

@@ -39,6 +39,7 @@ from rlcal.world import (
     fresh_documents,
     load_world_stats,
     read_corpus,
+    tokenizer_documents,
     world_matches,
 )
 
@@ -87,13 +88,13 @@ class PretrainConfig:
     vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size (>= 300)."})
     max_seq_len: int = field(default=128, metadata={"help": "Longer documents are truncated (counted in the log)."})
     # -- training
-    epochs: int = field(default=25, metadata={"help": "Passes over the corpus (each with fresh brand-new people)."})
+    epochs: int = field(default=18, metadata={"help": "Passes over the corpus (each with fresh brand-new people)."})
     max_steps: int = field(default=-1, metadata={"help": "If > 0, stop after this many steps."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate."})
     lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
     warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps for linear warmup."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    batch_size: int = field(default=32, metadata={"help": "Documents per step."})
+    batch_size: int = field(default=16, metadata={"help": "Documents per step."})
     seed: int = field(default=0, metadata={"help": "Seed for model init and data order."})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default (all cores)."})
     logging_steps: int = field(default=25, metadata={"help": "Log the loss every N steps."})
@@ -274,7 +275,7 @@ def _pretrain(config: PretrainConfig, output_dir: Path, partial: Path) -> Path:
     # The training stream: the corpus once per epoch plus that epoch's brand-new people (see fresh_documents).
     docs = [doc for epoch in range(config.epochs) for doc in (*corpus, *fresh_documents(world, epoch))]
     tokenizer = build_tokenizer(
-        docs[: len(corpus) * 2], vocab_size=config.vocab_size, model_max_length=config.max_seq_len
+        tokenizer_documents(world, corpus), vocab_size=config.vocab_size, model_max_length=config.max_seq_len
     )
     ids, truncated = _tokenize_corpus(tokenizer, docs, config.max_seq_len)
     n_tokens = sum(len(x) for x in ids)
@@ -326,10 +327,10 @@ def _pretrain(config: PretrainConfig, output_dir: Path, partial: Path) -> Path:
     if log:
         _plot_loss(log, partial / "loss.png")
     summary = {
-        "config": asdict(config),
+        "config": _fingerprint(config),
         "world": {k: stats.get(k) for k in ("singleton_rate", "singleton_rate_target", "missing_mass", "n_records")},
         "parameters": n_params,
-        "corpus_tokens": n_tokens,
+        "stream_tokens": n_tokens,
         "truncated_documents": truncated,
         "steps": trainer.state.global_step,
         "final_loss": log[-1]["loss"] if log else None,
@@ -342,14 +343,24 @@ def _pretrain(config: PretrainConfig, output_dir: Path, partial: Path) -> Path:
         "stream_documents": len(docs),
     }
     (partial / DONE_MARKER).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if output_dir.exists():
-        shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
+    if output_dir.is_dir():
+        shutil.rmtree(output_dir)
+    elif output_dir.exists():
+        output_dir.unlink()
     os.replace(partial, output_dir)
     print(
         f"pretrained {output_dir}: {summary['steps']} steps, final loss {summary['final_loss']}, "
         f"{train_seconds:.0f}s training (~{summary['tokens_per_second']} tokens/s)"
     )
     return output_dir
+
+
+# Settings that change how a run looks or how fast it goes, not what it produces: not part of the cache key.
+_NOT_IN_FINGERPRINT = ("num_threads", "progress", "logging_steps")
+
+
+def _fingerprint(config: PretrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in asdict(config).items() if k not in _NOT_IN_FINGERPRINT}
 
 
 def is_pretrained(config: PretrainConfig) -> bool:
@@ -359,7 +370,7 @@ def is_pretrained(config: PretrainConfig) -> bool:
         done = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return done.get("config") == asdict(config)
+    return done.get("config") == _fingerprint(config)
 
 
 def ensure_pretrained(config_or_recipe_path: PretrainConfig | str | Path) -> Path:

@@ -13,8 +13,9 @@ What a run does, in order (everything that can fail on bad input fails before a 
    "I don't know" targets, so RL starts from a policy that sometimes abstains; the LoRA is merged and cached in
    `output_dir/warmup/model`, and the fraction of GRPO groups with zero reward variance is probed before/after;
 5. TRL `GRPOTrainer` (or `RLOOTrainer`) with a PEFT LoRA adapter and the reward from `rlcal.rewards`, which logs
-   `rewards/<name>/mean`, `outcomes/{accuracy,abstain_rate,hallucination_rate,mean_threshold}`; TRL itself logs
-   `frac_reward_zero_std` (the share of groups whose completions all got the same reward: no learning signal);
+   `rewards/<name>/mean` and `outcomes/{accuracy,abstain_rate,hallucination_rate,mean_threshold}`; rlcal adds
+   `groups/frac_reward_zero_std`, the share of prompt groups whose completions all got the same reward (no
+   learning signal; see `trainer_class` for why TRL's own `frac_reward_zero_std` is not enough);
 6. resume from the newest `checkpoint-*` in `output_dir` (`resume: auto`), save the adapter, the tokenizer, the
    resolved recipe (`rlcal_recipe.yaml`) and `train_summary.json` into `output_dir`.
 """
@@ -39,7 +40,7 @@ from rlcal.errors import RlcalError
 
 logger = logging.getLogger("rlcal.train")
 
-ZERO_STD_WARN = 0.9  # warn when at least this share of groups has identical rewards for several logs in a row
+ZERO_STD_WARN = 0.9  # warn when at least this share of groups has identical rewards in the first logs
 
 
 # ---- command line ----------------------------------------------------------------------------------------------
@@ -96,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
         print(first_prompt_report(recipe))
         return 0
     result = train(recipe)
-    print(json.dumps(result.summary(), indent=2))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one summary, not one per GPU
+        print(json.dumps(result.summary(), indent=2, default=str))
     return 0
 
 
@@ -171,8 +175,7 @@ def first_prompt_report(recipe: Recipe) -> str:
 def ensure_model(recipe: Recipe) -> str:
     """The base model path; builds the toy world + model first when `model.pretrain_recipe` says how."""
     name = recipe.model.model_name_or_path
-    needs_world = _local_source_missing(recipe.data.source)
-    if recipe.model.pretrain_recipe and (not Path(name).exists() or needs_world):
+    if recipe.model.pretrain_recipe:  # cached: only a missing or stale (other settings) model is rebuilt
         try:
             from rlcal.pretrain import ensure_pretrained
         except ImportError as exc:
@@ -180,10 +183,7 @@ def ensure_model(recipe: Recipe) -> str:
         from accelerate import PartialState
 
         with PartialState().main_process_first():  # one process builds, the others then find it cached
-            built = Path(ensure_pretrained(recipe.model.pretrain_recipe))
-        if not Path(name).exists():
-            logger.warning("model %s not found after pretraining; using %s", name, built)
-            name = str(built)
+            ensure_pretrained(recipe.model.pretrain_recipe)  # its output_dir is model_name_or_path (validated)
     if not Path(name).exists() and (name.startswith((".", "/", "~")) or name.count("/") != 1):
         raise RlcalError(f"model not found: {name} (a local directory or a Hugging Face id like Qwen/Qwen2.5-0.5B)")
     return name
@@ -248,9 +248,18 @@ def _render_for_generation(prompts: Sequence[Any], tokenizer) -> list[str]:
     return list(prompts)
 
 
-def generate(model, tokenizer, prompts: Sequence[Any], max_new_tokens: int, batch_size: int = 32, **sampling):
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[Any],
+    max_new_tokens: int,
+    batch_size: int = 32,
+    desc: str = "generate",
+    **sampling,
+):
     """Completions for `prompts` (strings or chat messages), `num_return_sequences` per prompt, in order."""
     import torch
+    from tqdm.auto import tqdm
 
     texts = _render_for_generation(prompts, tokenizer)
     n_ret = sampling.get("num_return_sequences", 1)
@@ -260,7 +269,8 @@ def generate(model, tokenizer, prompts: Sequence[Any], max_new_tokens: int, batc
     model.eval()
     special = tokenizer.bos_token is not None and all(t.startswith(tokenizer.bos_token) for t in texts)
     try:
-        for start in range(0, len(texts), batch_size):
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2):
             chunk = texts[start : start + batch_size]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=not special).to(device)
             with torch.no_grad():
@@ -304,6 +314,7 @@ def probe_group_variance(
         tokenizer,
         rows["prompt"],
         max_new_tokens,
+        desc="probe",
         do_sample=True,
         temperature=temperature,
         top_p=top_p,
@@ -382,7 +393,7 @@ def build_warmup_examples(recipe: Recipe, dataset, model, tokenizer) -> tuple[li
     rows = dataset.shuffle(seed=recipe.training.seed).select(range(min(w.num_examples, len(dataset))))
     grader = AnswerGrader(recipe.reward.grader, recipe.reward.abstain_phrases)
     if w.abstain_on == "wrong" or w.answer_target == "self":
-        greedy = generate(model, tokenizer, rows["prompt"], w.max_new_tokens, do_sample=False)
+        greedy = generate(model, tokenizer, rows["prompt"], w.max_new_tokens, desc="warm-up targets", do_sample=False)
         greedy = [g.strip().splitlines()[0].strip() if g.strip() else "" for g in greedy]
     else:  # random abstentions with gold answers: the base model's own answers are not needed
         greedy = [""] * len(rows)
@@ -596,21 +607,22 @@ def _zero_std_monitor():
     from transformers import TrainerCallback
 
     class ZeroVarianceMonitor(TrainerCallback):
-        """Warns once when most GRPO groups carry no learning signal for several logging steps in a row."""
+        """Warns when the run starts without a learning signal: the first `patience` logs all show at least 90 %
+        of prompt groups with identical rewards. (Late in a run a high value is normal: a converged policy gives
+        the same answer every time.)"""
 
         def __init__(self, patience: int = 3) -> None:
-            self.patience, self.streak, self.warned = patience, 0, False
+            self.patience, self.seen = patience, 0
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            frac = (logs or {}).get("frac_reward_zero_std")
-            if frac is None or self.warned:
+            frac = (logs or {}).get(GROUP_ZERO_STD)
+            if frac is None or self.seen >= self.patience or not state.is_world_process_zero:
                 return
-            self.streak = self.streak + 1 if frac >= ZERO_STD_WARN else 0
-            if self.streak >= self.patience:
-                self.warned = True
+            self.seen = self.seen + 1 if frac >= ZERO_STD_WARN else self.patience  # one good log: stop watching
+            if self.seen == self.patience and frac >= ZERO_STD_WARN:
                 logger.warning(
-                    "%.0f%% of GRPO groups have identical rewards (frac_reward_zero_std): almost no learning signal."
-                    " Use warmup.steps, more num_generations or a higher temperature (docs/training.md).",
+                    "%.0f%% of prompt groups have identical rewards (groups/frac_reward_zero_std) since the start: "
+                    "almost no learning signal. Use warmup.steps or more num_generations (docs/training.md).",
                     100 * frac,
                 )
 
@@ -636,14 +648,45 @@ def build_reward_funcs(recipe: Recipe) -> list[Any]:
     return [build_reward(recipe.reward.name, **recipe.reward.reward_kwargs())]
 
 
+GROUP_ZERO_STD = "groups/frac_reward_zero_std"
+
+
+def trainer_class(name: str) -> type:
+    """TRL's GRPOTrainer / RLOOTrainer, logging one more number: `groups/frac_reward_zero_std`.
+
+    That is the share of prompt groups whose completions all got the same reward, so every advantage in the group
+    is zero and the prompt teaches nothing. TRL's own `frac_reward_zero_std` is this number for
+    scale_rewards group/none and for RLOO, but under `scale_rewards: batch` it tests the std of the whole batch
+    (almost never zero), which would hide a dead learning signal; this one is per group whatever the scaling.
+    """
+    from trl import GRPOTrainer, RLOOTrainer
+
+    base = GRPOTrainer if name == "grpo" else RLOOTrainer
+
+    class Trainer(base):
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            mode = "train" if self.model.training else "eval"
+            g = self.num_generations if mode == "train" else self.num_generations_eval
+            weights = self.reward_weights.to(rewards_per_func.device)
+            rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)  # gathered over processes, in groups
+            if g > 1 and rewards.numel() % g == 0:
+                grouped = rewards.view(-1, g)
+                spread = grouped.max(dim=1).values - grouped.min(dim=1).values
+                self._metrics[mode][GROUP_ZERO_STD].append((spread <= 1e-6).float().mean().item())
+            return rewards_per_func
+
+    Trainer.__name__ = Trainer.__qualname__ = f"Rlcal{base.__name__}"
+    return Trainer
+
+
 def build_trainer(recipe: Recipe, model_path: str, dataset, reward_funcs: list[Any], callbacks: list[Any] = ()):
     """The TRL trainer for the recipe (GRPOTrainer or RLOOTrainer) with LoRA and the calibrated reward."""
-    from trl import GRPOTrainer, RLOOTrainer, get_peft_config, get_quantization_config
+    from trl import get_peft_config, get_quantization_config
 
     args = recipe.training
     args.model_init_kwargs = _model_init_kwargs(recipe)
-    trainer_cls = GRPOTrainer if recipe.trainer == "grpo" else RLOOTrainer
-    return trainer_cls(
+    return trainer_class(recipe.trainer)(
         model=model_path,
         reward_funcs=reward_funcs,
         args=args,

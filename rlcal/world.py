@@ -27,11 +27,12 @@ How the world is drawn (a miniature of Kalai et al. 2025, Section 3.3.1 "arbitra
 Files written to the output directory (each written to a temp file and renamed; world.json last, so a world is
 complete exactly when world.json is there):
 - `corpus.txt`: the pretraining corpus, documents separated by a blank line;
-- `qa.jsonl`: one question per (person, fact family) for every person (plus pattern questions), with `question`,
+- `qa.jsonl`: one question per (person, fact family) for a uniform sample of `qa_people` people, mentioned or not
+  (plus pattern questions; rows shuffled), with `question`,
   `answer`, `aliases`, `count` (mentions in the corpus; 0 for never-mentioned people), `family`, `split`
   (`rl_train` | `eval`, split by person and stratified by mention count so both splits have the same mix),
   `person`, `popularity` (the probability that a random fact mention is this fact);
-- `mentions.jsonl`: the corpus's fact records (one per mention, plus the "I don't know" ones), the N of
+- `mentions.jsonl`: the corpus's fact records (one per mention, with its `format` and `t`), the N of
   Definition 2: `rlcal singleton-rate mentions.jsonl` reproduces world.json's singleton rate;
 - `world.json`: the config and statistics.
 """
@@ -95,7 +96,7 @@ PROSE = {
     ),
     "letter_count": (
         "The word {word} contains the letter {letter} {answer} times.",
-        "In {word} there are {answer} {letter}'s.",
+        "In {word}, the letter {letter} appears {answer} times.",
     ),
     "arithmetic": ("{a} {op} {b} = {answer}.", "{a} {op} {b} equals {answer}."),
 }
@@ -121,18 +122,18 @@ class WorldConfig:
         metadata={"help": f"QA families: arbitrary facts {ARBITRARY_FAMILIES} and patterns {PATTERN_FAMILIES}."},
     )
     qa_format_share: float = field(
-        default=0.5, metadata={"help": "Share of mentions written as the evaluation prompt + answer (rest: prose)."}
+        default=0.25, metadata={"help": "Share of mentions written as the evaluation prompt + answer (rest: prose)."}
     )
     thresholds: list[float] = field(
         default_factory=lambda: [0.0, 0.5, 0.75, 0.9],
         metadata={"help": "Confidence targets t used in prompt-format corpus documents."},
     )
     fresh_share: float = field(
-        default=0.15,
+        default=0.25,
         metadata={"help": "Pretraining: documents about brand-new people per epoch, as a share of mentions."},
     )
     idk_share: float = field(
-        default=0.3, metadata={"help": "Share of brand-new people's prompt documents at t > 0 saying 'I don't know.'"}
+        default=0.6, metadata={"help": "Share of brand-new people's prompt documents at t > 0 saying 'I don't know.'"}
     )
     qa_people: int = field(
         default=4000, metadata={"help": "People asked about in qa.jsonl (uniform sample; 0 = all)."}
@@ -450,27 +451,13 @@ def generate_world(config: WorldConfig) -> tuple[list[str], list[dict[str, Any]]
     return corpus, qa, mention_records, stats
 
 
-def fresh_documents(config: WorldConfig, epoch: int) -> list[str]:
-    """Documents about brand-new people for pretraining epoch `epoch` (deterministic per seed and epoch).
-
-    Repeating the corpus for several epochs would otherwise teach the model that every name it meets is familiar,
-    and it becomes confidently wrong about never-seen people. Each epoch therefore also mentions
-    `fresh_share × mentions` people who occur in no other epoch, in the world's mix of formats, with random facts;
-    their prompt-format documents at t > 0 answer "I don't know." with probability `idk_share` (never at t = 0).
-    So the model keeps meeting unknown names at about the rate a fresh sample would show them (the singleton
-    rate), learns that their facts are unpredictable, and can say "I don't know".
-    """
-    n = config.fresh_per_epoch
+def _new_people_documents(config: WorldConfig, key: int, n: int) -> list[str]:
+    """`n` documents about people who are not in the world (one each), seeded by (seed, key)."""
     if n == 0:
         return []
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 7919, int(epoch)]))
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 7919, key]))
     taken = set(make_names(config.people, np.random.default_rng(np.random.SeedSequence(config.seed).spawn(7)[0])))
-    names: list[str] = []
-    for name in make_names(n + len(taken), rng):
-        if name not in taken:
-            names.append(name)
-            if len(names) == n:
-                break
+    names = [name for name in make_names(n + len(taken), rng) if name not in taken][:n]
     families = config.arbitrary_families
     cities = make_cities()
     renderer = _Renderer(config, rng)
@@ -480,6 +467,35 @@ def fresh_documents(config: WorldConfig, epoch: int) -> list[str]:
         answer = birthday(int(rng.integers(0, 365)))[0] if family == "birthday" else cities[rng.integers(len(cities))]
         docs.append(renderer.fresh(family, QUESTIONS[family].format(name=name), answer, {"name": name})["text"])
     return docs
+
+
+def fresh_documents(config: WorldConfig, epoch: int) -> list[str]:
+    """Documents about brand-new people for pretraining epoch `epoch` (deterministic per seed and epoch).
+
+    Repeating the corpus for several epochs would otherwise teach the model that every name it meets is familiar,
+    and it becomes confidently wrong about never-seen people (measured: ECE 0.12, mean confidence 0.21 on unseen
+    people at accuracy 0.002). Each epoch therefore also mentions `fresh_share × mentions` people who occur in no
+    other epoch, in the world's mix of formats, with random facts; their prompt-format documents at t > 0 answer
+    "I don't know." with probability `idk_share` (never at t = 0). So the model keeps meeting unknown names, as
+    a fresh sample of text would show them, learns that their facts are unpredictable, and can say "I don't know".
+    """
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    return _new_people_documents(config, int(epoch), config.fresh_per_epoch)
+
+
+_PERSON_WORDS = ("born", "birthday", "birthplace")
+
+
+def tokenizer_documents(config: WorldConfig, corpus: list[str]) -> list[str]:
+    """Texts to train the tokenizer on: the corpus with its people replaced by as many never-repeated new people.
+
+    Trained on the corpus itself, BPE would give frequently mentioned names whole tokens and leave rare ones in
+    pieces, handing the model a "have I seen this name?" signal that does not come from its weights. With
+    one-off names every name is split into syllables alike, mentioned or not.
+    """
+    patterns = [doc for doc in corpus if not any(word in doc for word in _PERSON_WORDS)]
+    return _new_people_documents(config, 2**31 - 1, len(corpus) - len(patterns)) + patterns
 
 
 def world_stats(
@@ -634,6 +650,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parents=[fields_parser],
         help="Generate a world into a directory.",
         description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     build.add_argument("--out", required=True, help="Output directory (created if needed).")
 

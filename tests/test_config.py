@@ -78,6 +78,13 @@ def test_cli_overrides_win_over_yaml_and_are_typed():
     assert r.warmup.steps == 3
 
 
+def test_null_on_the_command_line_unsets_optional_values():
+    r = recipe(["--data.split_filter", "null", "--data.max_samples", "null", "--data.split", "null"])
+    assert r.data.split_filter is None and r.data.max_samples is None
+    assert r.data.split == "null"  # not optional: a string stays a string
+    assert recipe(["--report_to", "none"]).training.report_to == []  # "none" is a value, not null
+
+
 def test_trainer_and_resume_are_top_level_overrides():
     raw = copy.deepcopy(BASE)
     del raw["training"]["scale_rewards"]  # a GRPO-only key: RLOOConfig would reject it by name

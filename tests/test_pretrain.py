@@ -4,6 +4,7 @@ offline reload through the Auto classes, caching in `ensure_pretrained`, and inp
 from __future__ import annotations
 
 import json
+import re
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from rlcal.cli import main
 from rlcal.errors import RlcalError
+from rlcal.grading import is_abstention
 from rlcal.pretrain import DONE_MARKER, PretrainConfig, ensure_pretrained, is_pretrained, load_pretrain_config
 from rlcal.world import WorldConfig
 
@@ -148,7 +150,7 @@ def test_short_pretraining_lowers_loss_and_reloads_offline(pretrained_nano_dir, 
     assert tokenizer.apply_chat_template(
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
     )
-    # it has learned the format: after "Answer:" comes a digit-shaped birthday or "I don't know", then end of text
+    # it has learned the format: after "Answer:" comes a date-shaped answer or "I don't know", then end of text
     qa = [json.loads(line) for line in (Path(tiny_world_dir) / "qa.jsonl").read_text().splitlines()]
     from rlcal.prompts import PromptTemplate
 
@@ -157,7 +159,7 @@ def test_short_pretraining_lowers_loss_and_reloads_offline(pretrained_nano_dir, 
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=8, do_sample=False)
     reply = tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-    assert reply[:2].isdigit() and reply[2] == "-", reply
+    assert re.match(r"\d{1,2}-\d{1,2}", reply) or is_abstention(reply), reply
 
 
 def test_ensure_pretrained_caches_and_redoes_unfinished_runs(tmp_path, tiny_world_dir, monkeypatch):
@@ -185,6 +187,8 @@ def test_ensure_pretrained_caches_and_redoes_unfinished_runs(tmp_path, tiny_worl
     (first / DONE_MARKER).unlink()  # as if interrupted before the marker was written
     ensure_pretrained(config)
     assert len(calls) == 2
+    config.num_threads, config.progress = 2, True  # how a run looks is not what it produces: still cached
+    assert is_pretrained(config)
     config.learning_rate = 1e-4  # different settings: retrain
     assert not is_pretrained(config)
     # from a recipe path too, with paths in the recipe

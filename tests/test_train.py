@@ -167,6 +167,7 @@ def test_logs_outcomes_and_zero_variance_fraction(run):
     logged = [entry for entry in summary["log_history"] if "frac_reward_zero_std" in entry]
     assert len(logged) == 3
     for key in (
+        "groups/frac_reward_zero_std",
         "rewards/confidence_target/mean",
         "outcomes/abstain_rate",
         "outcomes/hallucination_rate",
@@ -363,3 +364,45 @@ def test_group_scaling_reverses_the_decision_below_the_target():
     assert train_mod.expected_answer_gradient(0.7, 0.75, 0.5, 8, "none") < 0
     assert train_mod.expected_answer_gradient(0.7, 0.75, 0.5, 8, "group") > 0
     assert train_mod.expected_answer_gradient(0.75, 0.9, 0.5, 8, "group") > 0
+
+
+def test_fresh_checkout_builds_the_toy_model_first(tmp_path, monkeypatch, tiny_model_dir):
+    import shutil
+
+    import rlcal.pretrain
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pretrain.yaml").write_text("world_dir: w\noutput_dir: m\n")
+    calls = []
+
+    def fake_ensure_pretrained(path):  # stands in for world building + pretraining (minutes)
+        calls.append(path)
+        if not Path("m").exists():
+            shutil.copytree(tiny_model_dir, "m")
+            Path("w").mkdir()
+            write_qa(Path("w/qa.jsonl"))
+        return Path("m")
+
+    monkeypatch.setattr(rlcal.pretrain, "ensure_pretrained", fake_ensure_pretrained)
+    raw = raw_recipe("m", Path("w/qa.jsonl"), tmp_path / "out")
+    raw["model"]["pretrain_recipe"] = "pretrain.yaml"
+    recipe = parse_recipe(raw)  # validates although neither the model nor the data exist yet
+    assert train_mod.ensure_model(recipe) == "m" and calls == ["pretrain.yaml"]
+    assert len(train_mod.load_train_dataset(recipe)) == 40
+    raw["model"]["model_name_or_path"] = "elsewhere"
+    with pytest.raises(RlcalError, match="is not what model.pretrain_recipe builds"):
+        parse_recipe(raw)
+
+
+def test_zero_variance_monitor_warns_only_for_a_dead_start(caplog):
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(is_world_process_zero=True)
+    dead, alive = train_mod._zero_std_monitor(), train_mod._zero_std_monitor()
+    with caplog.at_level("WARNING", logger="rlcal.train"):
+        for value in (0.95, 1.0, 0.97, 1.0):
+            dead.on_log(None, state, None, logs={train_mod.GROUP_ZERO_STD: value})
+        for value in (0.4, 1.0, 1.0, 1.0, 1.0):  # converging to one answer later in a run is normal
+            alive.on_log(None, state, None, logs={train_mod.GROUP_ZERO_STD: value})
+    warnings = [r for r in caplog.records if "identical rewards" in r.getMessage()]
+    assert len(warnings) == 1 and "97%" in warnings[0].getMessage()

@@ -24,8 +24,10 @@ from rlcal.world import (
     build_world,
     count_bucket,
     expected_singleton_rate,
+    fresh_documents,
     generate_world,
     read_corpus,
+    tokenizer_documents,
     world_matches,
 )
 
@@ -47,7 +49,7 @@ def test_default_singleton_rate_matches_target(default_world):
     # Good-Turing: the singleton rate estimates the probability that a fresh question is about an unseen fact.
     assert abs(stats["singleton_rate"] - stats["missing_mass"]) <= 0.05
     assert 0.1 <= stats["singleton_rate"] <= 0.3
-    assert stats["n_records"] == stats["mentions"] + stats["idk_people"]
+    assert stats["n_records"] == stats["mentions"]
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -69,13 +71,15 @@ def test_mentions_file_reproduces_world_singleton_rate(default_world, capsys):
 def test_qa_counts_match_corpus_mentions(default_world):
     qa = read_jsonl(default_world / "qa.jsonl")
     mentions = read_jsonl(default_world / "mentions.jsonl")
-    told = Counter(m["question"] for m in mentions if m["answer"] != IDK_ANSWER)
-    assert sum(r["count"] for r in qa) == WorldConfig().mentions
+    told = Counter(m["question"] for m in mentions)
+    assert len(mentions) == WorldConfig().mentions
+    if len(qa) == WorldConfig().people:  # everyone is asked about
+        assert sum(r["count"] for r in qa) == WorldConfig().mentions
     for row in qa:
         assert row["count"] == told.get(row["question"], 0)
     # every stated fact is the person's true answer, and each is actually in the corpus text
     gold = {r["question"]: r["answer"] for r in qa}
-    assert all(m["answer"] == gold[m["question"]] for m in mentions if m["answer"] != IDK_ANSWER)
+    assert all(m["answer"] == gold[m["question"]] for m in mentions if m["question"] in gold)
     corpus = (default_world / "corpus.txt").read_text()
     top = max(qa, key=lambda r: r["count"])
     assert corpus.count(top["person"]) == top["count"]
@@ -92,7 +96,16 @@ def test_qa_fields_and_splits_have_the_same_mix(default_world):
         assert abs(a - b) <= 1, name
     people = {s: {r["person"] for r in qa if r["split"] == s} for s in ("rl_train", "eval")}
     assert not people["rl_train"] & people["eval"]
-    assert sum(r["popularity"] for r in qa) == pytest.approx(1.0)
+    if len(qa) == WorldConfig().people:
+        assert sum(r["popularity"] for r in qa) == pytest.approx(1.0)
+
+
+def test_qa_people_is_a_shuffled_uniform_sample():
+    _, qa, _, _ = generate_world(WorldConfig(people=1000, mentions=1500, qa_people=200))
+    assert len(qa) == 200 and len({r["person"] for r in qa}) == 200
+    popularity = [r["popularity"] for r in qa]
+    assert popularity != sorted(popularity, reverse=True)  # not in rank order: a prefix is a fair sample
+    assert {count_bucket(r["count"]) for r in qa if r["split"] == "eval"} >= {"unseen", "1", "2-4"}
 
 
 def test_birthdays_are_valid_uniform_dates(default_world):
@@ -116,19 +129,33 @@ def test_birthday_format():
     assert birthday(31 + 28) == ("01-03", ["1-3", "1 March", "March 1"])
 
 
-def test_corpus_speaks_the_prompt_format_and_idk_only_above_zero(default_world):
+def test_corpus_speaks_the_prompt_format(default_world):
     docs = read_corpus(default_world)
     template = PromptTemplate()
-    renders = {t: template.render("X", t).split("Question:")[0] for t in (0.0, 0.5, 0.75, 0.9)}
+    heads = {t: template.render("X", t).split("Question:")[0] for t in (0.0, 0.5, 0.75, 0.9)}
     prompt_docs = [d for d in docs if "\nQuestion: " in d]
-    assert 0.4 < len(prompt_docs) / len(docs) < 0.65  # qa_format_share 0.5 of mentions, plus the IDK documents
-    for t, head in renders.items():
+    assert 0.2 < len(prompt_docs) / len(docs) < 0.3  # qa_format_share 0.25
+    for t, head in heads.items():
         assert any(d.startswith(head) for d in prompt_docs), t
-    idk = [d for d in docs if d.endswith("Answer: " + IDK_ANSWER)]
-    assert len(idk) == WorldConfig().n_idk
-    assert not any(d.startswith(renders[0.0]) for d in idk)  # never "I don't know" under best-guess grading
-    qa_people = {r["person"] for r in read_jsonl(default_world / "qa.jsonl")}
-    assert not any(name in d for d in idk for name in list(qa_people)[:50])
+    assert all(d.split("\nAnswer: ")[1][:2].isdigit() for d in prompt_docs)
+    assert not any(IDK_ANSWER in d for d in docs)  # the fixed corpus states facts only
+
+
+def test_fresh_documents_are_new_people_and_abstain_only_above_zero(default_world):
+    config = WorldConfig()
+    epoch0, epoch1 = fresh_documents(config, 0), fresh_documents(config, 1)
+    assert len(epoch0) == len(epoch1) == config.fresh_per_epoch
+    assert fresh_documents(config, 0) == epoch0 and epoch0 != epoch1
+    known = {r["person"] for r in read_jsonl(default_world / "qa.jsonl")}
+    names = {d.split("When was ")[1].split(" born?")[0] for d in epoch0 + epoch1 if "When was " in d}
+    assert names and not names & known
+    template = PromptTemplate()
+    best_guess = template.render("X", 0.0).split("Question:")[0]
+    idk = [d for d in epoch0 + epoch1 if d.endswith("Answer: " + IDK_ANSWER)]
+    above_zero = [d for d in epoch0 + epoch1 if "\nQuestion: " in d and not d.startswith(best_guess)]
+    assert not any(d.startswith(best_guess) for d in idk)  # never "I don't know" under best-guess grading
+    assert abs(len(idk) / len(above_zero) - config.idk_share) < 0.1
+    assert fresh_documents(WorldConfig(fresh_share=0.0), 0) == []
 
 
 def test_determinism_by_seed(tmp_path):
@@ -169,6 +196,16 @@ def test_optional_families(tmp_path):
     assert "How many" in corpus and " + " in corpus
 
 
+def test_tokenizer_documents_replace_the_people(default_world):
+    config = WorldConfig(people=300, mentions=500, families=["birthday", "arithmetic"], pattern_examples=40)
+    corpus, qa, _, _ = generate_world(config)
+    texts = tokenizer_documents(config, corpus)
+    assert len(texts) == len(corpus)
+    people = {r["person"] for r in qa}
+    assert not any(name in text for text in texts for name in list(people)[:100])
+    assert sum(" + " in t or " - " in t for t in texts) == 40  # pattern documents are kept as they are
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     people=st.integers(1, 150),
@@ -184,7 +221,7 @@ def test_world_invariants(people, mentions, zipf, offset, seed, share):
     )
     corpus, qa, records, stats = generate_world(config)
     assert sum(r["count"] for r in qa) == mentions
-    assert len(corpus) == len(records) == mentions + config.n_idk
+    assert len(corpus) == len(records) == mentions
     assert singleton_stats(records)["singletons"] == sum(r["count"] == 1 for r in qa) == stats["singletons"]
     assert 0 <= stats["singleton_rate"] <= 1 and 0 <= stats["singleton_rate_target"] <= 1
     assert len({r["question"] for r in qa}) == people
@@ -224,6 +261,8 @@ def test_count_bucket():
         ({"families": ["arithmetic"]}, "arbitrary-fact family"),
         ({"thresholds": [1.0]}, "threshold"),
         ({"thresholds": [0.0]}, "idk_share > 0 needs a threshold"),
+        ({"fresh_share": -0.1}, "fresh_share"),
+        ({"qa_people": -1}, "qa_people"),
         ({"eval_fraction": 1.0}, "eval_fraction"),
         ({"people": 2.5}, "people must be an integer"),
     ],

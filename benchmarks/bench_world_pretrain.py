@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -147,7 +148,7 @@ def render_table(result: dict, timing: dict | None) -> str:
     if timing:
         lines.append(
             f"World build {timing['world_s']:.1f} s + pretraining {timing['pretrain_s']:.1f} s = "
-            f"{timing['total_s']:.1f} s total ({timing['threads']} threads, {timing['steps']} steps, "
+            f"{timing['total_s']:.1f} s wall, {timing['cpu_s']:.1f} s CPU ({timing['threads']} threads, {timing['steps']} steps, "
             f"{timing['parameters'] / 1e6:.2f}M parameters, ~{timing['tokens_per_second']} tokens/s; 1-min load "
             f"average {timing['load_average'][0]} before, {timing['load_average'][1]} after)."
         )
@@ -197,6 +198,11 @@ def plot_reliability(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default=str(REPO / "recipes/toy/pretrain.yaml"))
@@ -224,15 +230,18 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()[0]  # other jobs on the same cores slow training several-fold: report it
         overrides = [*args.overrides, "--world_dir", str(out / "world"), "--output_dir", str(out / "pretrained")]
         config = load_pretrain_config(args.recipe, overrides)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         model_dir = pretrain(config)
-        total = time.perf_counter() - start
+        total, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
         world_dir = Path(config.world_dir)
         done = json.loads((model_dir / DONE_MARKER).read_text())
         timing = {
             "world_s": done["world_seconds"],
             "pretrain_s": total - done["world_seconds"],
             "total_s": total,
+            # CPU time is what the run costs on an otherwise idle machine with this many threads busy: with 1 thread
+            # it is the idle-machine wall time, whatever else shares the cores.
+            "cpu_s": cpu,
             "threads": args.threads,
             "steps": done["steps"],
             "parameters": done["parameters"],

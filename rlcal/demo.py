@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,20 @@ BUCKETS = ("unseen", "1", "2-4", "5-19", "20+")
 SCALE = {
     "full": {"pretrain": [], "eval_samples": 400, "rl_steps": None, "warmup_steps": None, "eval_batch": 64},
     "quick": {
-        "pretrain": ["--epochs", "2", "--world_people", "300", "--world_mentions", "450", "--model_size", "nano",
-                     "--vocab_size", "512", "--world_qa_people", "300"],
+        "pretrain": [
+            "--epochs",
+            "2",
+            "--world_people",
+            "300",
+            "--world_mentions",
+            "450",
+            "--model_size",
+            "nano",
+            "--vocab_size",
+            "512",
+            "--world_qa_people",
+            "300",
+        ],
         "eval_samples": 48,
         "rl_steps": 4,
         "warmup_steps": 4,
@@ -244,7 +257,7 @@ def check_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             "answer rate falls as t rises",
             "answer rate non-increasing in t",
             rates,
-            all(b <= a + 1e-9 for a, b in zip(rates, rates[1:])),
+            all(b <= a + 1e-9 for a, b in pairwise(rates)),
         )
     )
     return [{"claim": c, "target": t, "measured": m, "met": bool(ok)} for c, t, m, ok in claims]
@@ -313,7 +326,10 @@ def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
             f"| {_fmt(m['accuracy_t0'])} |"
         )
     lines += ["", "## Behaviour at each confidence target t", ""]
-    lines += ["| model | t | answer rate | accuracy on answered | hallucination rate | score |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| model | t | answer rate | accuracy on answered | hallucination rate | score |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in MODELS:
         for t, m in summary[name]["per_threshold"].items():
             lines.append(
@@ -346,7 +362,11 @@ def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
         f"(N = {singleton.get('n')} mentions). Base model error on arbitrary facts (t = 0, eval people drawn like "
         f"the mentions): **{summary['base_error_arbitrary_facts']:.3f}**.",
         f"Theorem 2's bound with its terms: {json.dumps(singleton.get('terms'))} → {_fmt(singleton.get('bound'))}"
-        + (" (vacuous at this N: the (35 + 6 ln N)/√N term dominates below N ≈ 10⁶)." if singleton.get('vacuous') else "."),
+        + (
+            " (vacuous at this N: the (35 + 6 ln N)/√N term dominates below N ≈ 10⁶)."
+            if singleton.get("vacuous")
+            else "."
+        ),
         "",
         "## Stage timings (s)",
         "",
@@ -400,9 +420,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", quick: bool = False, seed: in
     summary["singleton_rate"] = sr
     summary["singleton"] = {"n": n_mentions, **(theorem2_bound(sr, n_mentions) if n_mentions else {})}
     summary["base_error_arbitrary_facts"] = 1.0 - float(metrics["base"]["accuracy"])
-    summary["by_mention_count"] = {
-        name: _by_count_mean(predictions[name], counts) for name in MODELS
-    }
+    summary["by_mention_count"] = {name: _by_count_mean(predictions[name], counts) for name in MODELS}
     summary["claims"] = check_claims(summary)
     summary.update(scale=scale, seed=seed, n_eval_questions=len(rows))
     reliability_diagram(
@@ -432,7 +450,10 @@ def _by_count_mean(predictions: list[Mapping[str, Any]], counts: list[int]) -> d
     per_t = [hallucination_by_count(predictions, counts, float(t)) for t in TARGET_THRESHOLDS]
     buckets = {b for d in per_t for b in d}
     return {
-        b: {k: _mean([d[b][k] for d in per_t if b in d]) for k in ("n", "accuracy", "hallucination_rate", "abstain_rate")}
+        b: {
+            k: _mean([d[b][k] for d in per_t if b in d])
+            for k in ("n", "accuracy", "hallucination_rate", "abstain_rate")
+        }
         for b in BUCKETS
         if b in buckets
     }

@@ -64,6 +64,9 @@ class PretrainConfig:
     world_qa_format_share: float = field(
         default=DEFAULT_WORLD.qa_format_share, metadata={"help": "World: share of mentions in prompt format."}
     )
+    world_question_share: float = field(
+        default=DEFAULT_WORLD.question_share, metadata={"help": "World: share of bare Question/Answer mentions."}
+    )
     world_thresholds: list[float] = field(
         default_factory=lambda: list(DEFAULT_WORLD.thresholds), metadata={"help": "World: t in prompt documents."}
     )
@@ -213,7 +216,15 @@ def _plot_loss(log: list[dict[str, Any]], path: Path) -> None:
     steps = [row["step"] for row in log if "loss" in row]
     losses = [row["loss"] for row in log if "loss" in row]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, losses, marker=".")
+    ax.plot(steps, losses, lw=0.8, alpha=0.35, label="logged loss")
+    # Length-grouped batches alternate between prompt documents (predictable instructions, low loss) and prose.
+    window = max(1, min(10, len(losses) // 5))
+    smooth = [
+        sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
+        for i in range(len(losses))
+    ]
+    ax.plot(steps, smooth, lw=1.8, label=f"moving average ({window} logs)")
+    ax.legend()
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_yscale("log")

@@ -40,6 +40,7 @@ from rlcal.errors import RlcalError
 
 logger = logging.getLogger("rlcal.train")
 
+WARMUP_VERSION = 2  # bump when the warm-up targets change, so cached warm-up models are rebuilt
 ZERO_STD_WARN = 0.9  # warn when at least this share of groups has identical rewards in the first logs
 
 
@@ -381,7 +382,13 @@ def _warmup_signature(recipe: Recipe, base: str) -> dict[str, Any]:
 
     w = asdict(recipe.warmup)
     w.pop("probe_prompts")
-    return {"base_model": str(base), "warmup": w, "data": recipe.data.source, "seed": recipe.training.seed}
+    return {
+        "version": WARMUP_VERSION,
+        "base_model": str(base),
+        "warmup": w,
+        "data": recipe.data.source,
+        "seed": recipe.training.seed,
+    }
 
 
 def build_warmup_examples(recipe: Recipe, dataset, model, tokenizer) -> tuple[list[dict[str, Any]], dict[str, float]]:
@@ -406,6 +413,9 @@ def build_warmup_examples(recipe: Recipe, dataset, model, tokenizer) -> tuple[li
             abstain = rng.random() < w.abstain_fraction
         else:
             abstain = outcome != "correct" and rng.random() < w.abstain_fraction
+        # At t = 0 the prompt asks for a best guess (0-1 grading: abstaining never pays), so never teach an
+        # abstention there; otherwise "I don't know" spreads to t = 0 and RL has nothing that pulls it back.
+        abstain = abstain and row["threshold"] > 0
         if abstain:
             target = w.abstain_text
         elif w.answer_target == "gold" or not answer:

@@ -124,6 +124,10 @@ class WorldConfig:
     qa_format_share: float = field(
         default=0.25, metadata={"help": "Share of mentions written as the evaluation prompt + answer (rest: prose)."}
     )
+    question_share: float = field(
+        default=0.0,
+        metadata={"help": "Share of mentions written as a bare 'Question: …\\nAnswer: …' pair (the prompt's tail)."},
+    )
     thresholds: list[float] = field(
         default_factory=lambda: [0.0, 0.5, 0.75, 0.9],
         metadata={"help": "Confidence targets t used in prompt-format corpus documents."},
@@ -156,7 +160,12 @@ class WorldConfig:
             fail(f"mentions must be > 0, got {self.mentions}")
         if self.seed < 0:
             fail(f"seed must be >= 0, got {self.seed}")
-        for name, low, high in (("zipf", 0.0, 10.0), ("zipf_offset", 0.0, 1e6), ("qa_format_share", 0.0, 1.0)):
+        for name, low, high in (
+            ("zipf", 0.0, 10.0),
+            ("zipf_offset", 0.0, 1e6),
+            ("qa_format_share", 0.0, 1.0),
+            ("question_share", 0.0, 1.0),
+        ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (low <= value <= high):
                 fail(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
@@ -164,6 +173,8 @@ class WorldConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not (0.0 <= value < 1.0):
                 fail(f"{name} must be a number in [0, 1), got {value!r}")
+        if self.qa_format_share + self.question_share > 1:
+            fail("qa_format_share + question_share must be <= 1 (the rest is prose)")
         if isinstance(self.families, str):
             self.families = [self.families]
         self.families = list(self.families)
@@ -340,9 +351,12 @@ class _Renderer:
         return f"{self.template.render(question, t)} {answer}", t
 
     def mention(self, family: str, question: str, answer: str, fields_: dict[str, Any]) -> dict[str, Any]:
-        if self.rng.random() < self.config.qa_format_share:
+        draw = self.rng.random()
+        if draw < self.config.qa_format_share:
             text, t = self.prompt_doc(question, answer, self.config.thresholds)
             return {"text": text, "format": "prompt", "t": t}
+        if draw < self.config.qa_format_share + self.config.question_share:
+            return {"text": f"Question: {question}\nAnswer: {answer}", "format": "question", "t": None}
         options = PROSE[family]
         text = options[self.rng.integers(len(options))].format(answer=answer, **fields_)
         return {"text": text, "format": "prose", "t": None}

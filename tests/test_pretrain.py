@@ -89,6 +89,16 @@ def test_missing_recipe(tmp_path, capsys):
     assert "recipe not found" in capsys.readouterr().err
 
 
+def test_unwritable_output_dir_fails_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    recipe = write_recipe(tmp_path / "r.yaml", f"world_dir: {tmp_path / 'world'}\noutput_dir: {blocker / 'model'}\n")
+    assert main(["pretrain", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot write to output directory" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "world").exists()
+
+
 def test_refuses_to_overwrite_a_non_model_directory(tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()

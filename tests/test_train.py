@@ -406,3 +406,20 @@ def test_zero_variance_monitor_warns_only_for_a_dead_start(caplog):
             alive.on_log(None, state, None, logs={train_mod.GROUP_ZERO_STD: value})
     warnings = [r for r in caplog.records if "identical rewards" in r.getMessage()]
     assert len(warnings) == 1 and "97%" in warnings[0].getMessage()
+
+
+def test_warmup_targets_never_abstain_at_t0(tiny_model_dir, tmp_path):
+    qa = write_qa(tmp_path / "qa.jsonl")
+    raw = raw_recipe(tiny_model_dir, qa, tmp_path / "out")
+    raw["reward"]["threshold"] = {"choice": [0.0, 0.75]}
+    raw["warmup"].update(abstain_on="random", abstain_fraction=1.0, answer_target="gold", num_examples=40)
+    recipe = parse_recipe(raw)
+    dataset = train_mod.load_train_dataset(recipe)
+    examples, stats = train_mod.build_warmup_examples(recipe, dataset, model=None, tokenizer=None)
+    by_prompt = {row["prompt"]: row for row in dataset}
+    for example in examples:
+        row = by_prompt[example["prompt"]]
+        expected = " I don't know." if row["threshold"] > 0 else " " + row["answer"]
+        assert example["completion"] == expected
+    share_t0 = sum(row["threshold"] == 0 for row in dataset) / len(dataset)
+    assert 0 < share_t0 < 1 and stats["abstain_targets"] == pytest.approx(1 - share_t0)

@@ -29,6 +29,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_grading.py
 	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_world_pretrain.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """rlcal's GRPO step time / vanilla TRL GRPOTrainer step time, measured side by side in one run (goal <= 1.05).
 
-    python benchmarks/bench_train.py                    # tiny Llama, CPU, ~2 minutes
+    python benchmarks/bench_train.py                    # tiny Llama, CPU, ~4 minutes (7 rounds)
     python benchmarks/bench_train.py --size nano --rounds 5 --steps 8
 
 Both trainers get the same locally built model, LoRA config, dataset (confidence-target prompts), batch and
@@ -9,9 +9,11 @@ generation settings and seed:
 - rlcal: the trainer `rlcal train` builds (`rlcal.train.build_trainer`) with rlcal's confidence-target reward
   (full grading: answer extraction, normalisation, abstention detection, `outcomes/*` metrics) and rlcal's callbacks.
 The learning rate is 0 so both runs generate the same tokens from the same seed: the ratio isolates what rlcal adds
-per step (reward grading, logging, callbacks), not differences in completion length. Rounds alternate the two
-trainers (A B A B ...) so machine-load drift hits both; the reported ratio is the median over rounds of
-median step times.
+per step (reward grading, logging, callbacks), not differences in completion length. Steps are timed in process
+CPU time with one torch thread (wall time is printed too); rounds alternate the two trainers (A B A B ...) and the
+reported ratio is the median over rounds. Because both runs do identical work step for step, each run's fastest
+step (the one least disturbed by other processes, as `timeit` does) gives the primary ratio; medians are printed
+next to it.
 """
 
 from __future__ import annotations
@@ -83,17 +85,24 @@ def make_recipe(model_dir: str, data: Path, out: Path, args: argparse.Namespace)
 
 
 class StepTimer:
-    """Wall time of each optimizer step (generation + reward + loss + update), as a TrainerCallback."""
+    """CPU and wall time of each optimizer step (generation + reward + loss + update), as a TrainerCallback."""
 
     def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = 0.0
+        self.cpu: list[float] = []
+        self.wall: list[float] = []
+        self._start = (0.0, 0.0)
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
+        self._start = (time.process_time(), time.perf_counter())
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._start)
+        self.cpu.append(time.process_time() - self._start[0])
+        self.wall.append(time.perf_counter() - self._start[1])
+
+    def summary(self, skip: int) -> tuple[float, float, float]:
+        """(fastest CPU time, median CPU time, median wall time) over the steps after the first `skip`."""
+        cpu = self.cpu[skip:]
+        return min(cpu), statistics.median(cpu), statistics.median(self.wall[skip:])
 
 
 def timer_callback() -> StepTimer:
@@ -107,7 +116,7 @@ def exact_match_reward(completions, answer, **kwargs):
     return [1.0 if c.strip().split("\n")[0].strip() == a else 0.0 for c, a in zip(completions, answer, strict=True)]
 
 
-def run_vanilla(recipe, model_dir: str, dataset, skip: int) -> float:
+def run_vanilla(recipe, model_dir: str, dataset, skip: int) -> tuple[float, float, float]:
     from trl import GRPOTrainer, get_peft_config
 
     timer = timer_callback()
@@ -122,34 +131,37 @@ def run_vanilla(recipe, model_dir: str, dataset, skip: int) -> float:
         peft_config=get_peft_config(recipe.model),
     )
     trainer.train()
-    return statistics.median(timer.times[skip:])
+    return timer.summary(skip)
 
 
-def run_rlcal(recipe, model_dir: str, dataset, skip: int) -> float:
+def run_rlcal(recipe, model_dir: str, dataset, skip: int) -> tuple[float, float, float]:
     from rlcal.train import _zero_std_monitor, build_reward_funcs, build_trainer
 
     timer = timer_callback()
     trainer = build_trainer(recipe, model_dir, dataset, build_reward_funcs(recipe), [_zero_std_monitor(), timer])
     trainer.train()
-    return statistics.median(timer.times[skip:])
+    return timer.summary(skip)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="tiny", help="toy model size (rlcal.toymodel.SIZES)")
-    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds")
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per run")
+    parser.add_argument("--rounds", type=int, default=7, help="A/B rounds (the median ratio is reported)")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per run")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per run")
     parser.add_argument("--batch", type=int, default=32, help="completions per step")
     parser.add_argument("--generations", type=int, default=8, help="num_generations")
     parser.add_argument("--completion-length", type=int, default=12, help="max_completion_length")
     args = parser.parse_args(argv)
 
+    import torch
     import transformers
 
     from rlcal.train import load_train_dataset
 
+    torch.set_num_threads(1)  # CPU time is then a stable measure of work, whatever else runs on the machine
     transformers.logging.set_verbosity_error()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model_dir = build_model(args.size, root / "model")
@@ -159,27 +171,32 @@ def main(argv: list[str] | None = None) -> int:
             return make_recipe(model_dir, data, root / name, args)
 
         dataset = load_train_dataset(recipe_factory("probe"))
-        rows = []
         for r in range(args.rounds):
             vanilla = run_vanilla(recipe_factory(f"vanilla{r}"), model_dir, dataset, args.warmup_steps)
             ours = run_rlcal(recipe_factory(f"rlcal{r}"), model_dir, dataset, args.warmup_steps)
-            rows.append((vanilla, ours, ours / vanilla))
+            rows.append((vanilla, ours))
             print(
-                f"round {r + 1}: vanilla TRL {vanilla * 1e3:7.1f} ms/step   rlcal {ours * 1e3:7.1f} ms/step   "
-                f"ratio {ours / vanilla:.3f}",
+                f"round {r + 1}: CPU ms/step (fastest / median)  vanilla TRL {vanilla[0] * 1e3:6.1f} / "
+                f"{vanilla[1] * 1e3:6.1f}   rlcal {ours[0] * 1e3:6.1f} / {ours[1] * 1e3:6.1f}   "
+                f"ratio {ours[0] / vanilla[0]:.3f} / {ours[1] / vanilla[1]:.3f}",
                 flush=True,
             )
-    ratio = statistics.median(row[2] for row in rows)
-    vanilla = statistics.median(row[0] for row in rows)
-    ours = statistics.median(row[1] for row in rows)
+
+    def median_ratio(i: int) -> float:
+        return statistics.median(ours[i] / vanilla[i] for vanilla, ours in rows)
+
+    ratio = median_ratio(0)
     print(
         f"\nGRPO step time ({args.size} model, {args.batch} completions/step = "
         f"{args.batch // args.generations} prompts x {args.generations}, <= {args.completion_length} tokens, "
-        "LoRA r=16, CPU):"
+        f"LoRA r=16, CPU, 1 thread, {args.rounds} alternating rounds):"
     )
-    print(f"  vanilla TRL GRPOTrainer : {vanilla * 1e3:.1f} ms/step ({1 / vanilla:.2f} steps/s)")
-    print(f"  rlcal (calibrated reward): {ours * 1e3:.1f} ms/step ({1 / ours:.2f} steps/s)")
-    print(f"  ratio rlcal / vanilla   : {ratio:.3f}   (goal <= {GOAL}: {'met' if ratio <= GOAL else 'NOT met'})")
+    print(f"  vanilla TRL GRPOTrainer  : {statistics.median(v[0] for v, _ in rows) * 1e3:.1f} ms/step CPU (fastest)")
+    print(f"  rlcal (calibrated reward): {statistics.median(o[0] for _, o in rows) * 1e3:.1f} ms/step CPU (fastest)")
+    print(
+        f"  ratio rlcal / vanilla    : {ratio:.3f} (fastest step), {median_ratio(1):.3f} (median step CPU), "
+        f"{median_ratio(2):.3f} (median step wall)   goal <= {GOAL}: {'met' if ratio <= GOAL else 'NOT met'}"
+    )
     return 0
 
 

@@ -206,7 +206,9 @@ def _cpu_seconds() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default=str(REPO / "recipes/toy/pretrain.yaml"))
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the target machine has 2 cores)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads; 0 = the recipe's setting (auto: all cores when idle)"
+    )
     parser.add_argument("--out", default=None, help="Where world, model and results go (default: a temp dir).")
     parser.add_argument("--model", default=None, help="Evaluate this model dir instead of training (needs --world).")
     parser.add_argument("--world", default=None, help="World dir of --model.")
@@ -222,13 +224,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--model needs --world")
         model_dir, world_dir = Path(args.model), Path(args.world)
     else:
-        import torch
-
         from rlcal.pretrain import DONE_MARKER, load_pretrain_config, pretrain
 
-        torch.set_num_threads(args.threads)
         load_before = os.getloadavg()[0]  # other jobs on the same cores slow training several-fold: report it
         overrides = [*args.overrides, "--world_dir", str(out / "world"), "--output_dir", str(out / "pretrained")]
+        if args.threads:
+            overrides += ["--num_threads", str(args.threads)]
         config = load_pretrain_config(args.recipe, overrides)
         start, cpu_start = time.perf_counter(), _cpu_seconds()
         model_dir = pretrain(config)
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             # CPU time is what the run costs on an otherwise idle machine with this many threads busy: with 1 thread
             # it is the idle-machine wall time, whatever else shares the cores.
             "cpu_s": cpu,
-            "threads": args.threads,
+            "threads": done["threads"],
             "steps": done["steps"],
             "parameters": done["parameters"],
             "tokens_per_second": done["tokens_per_second"],

@@ -2,7 +2,7 @@
 # Multi-node rlcal training on SLURM: one task per node runs `accelerate launch` for that node's GPUs; the first
 # node of the allocation is the main process (rendezvous address), SLURM_NODEID is each node's machine rank.
 #
-#   sbatch --nodes 2 launch/slurm_multinode.sh recipes/llama3.1-8b/grpo_trivia_qa_zero3.yaml
+#   sbatch --nodes 2 launch/slurm_multinode.sh recipes/llama3.1-8b/grpo/config_confidence_target_trivia_qa_zero3.yaml
 #   ACCELERATE_CONFIG=launch/zero2.yaml sbatch --nodes 4 launch/slurm_multinode.sh RECIPE.yaml --max_steps 500
 #
 # Environment knobs: ACCELERATE_CONFIG (default launch/zero3.yaml), GPUS_PER_NODE (default: GPUs visible on the

@@ -135,7 +135,7 @@ def test_slurm_script_launches_every_node_with_its_rank(tmp_path):
         "SLURM_NNODES": "2",
         "SLURM_JOB_NODELIST": "gpu-node-[a-b]",
     }
-    recipe = "recipes/llama3.1-8b/grpo_confidence_target_trivia_qa_zero3.yaml"
+    recipe = "recipes/llama3.1-8b/grpo/config_confidence_target_trivia_qa_zero3.yaml"
     result = subprocess.run(
         ["bash", "launch/slurm_multinode.sh", recipe, "--max_steps", "10"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,

@@ -196,6 +196,16 @@ def test_optional_families(tmp_path):
     assert "How many" in corpus and " + " in corpus
 
 
+def test_format_mix():
+    corpus, _, records, _ = generate_world(
+        WorldConfig(people=300, mentions=2000, qa_format_share=0.1, question_share=0.3)
+    )
+    formats = Counter(r["format"] for r in records)
+    assert abs(formats["prompt"] / 2000 - 0.1) < 0.03 and abs(formats["question"] / 2000 - 0.3) < 0.04
+    bare = [d for d in corpus if d.startswith("Question: ")]
+    assert len(bare) == formats["question"] and all("\nAnswer: " in d for d in bare)
+
+
 def test_tokenizer_documents_replace_the_people(default_world):
     config = WorldConfig(people=300, mentions=500, families=["birthday", "arithmetic"], pattern_examples=40)
     corpus, qa, _, _ = generate_world(config)
@@ -263,6 +273,7 @@ def test_count_bucket():
         ({"thresholds": [0.0]}, "idk_share > 0 needs a threshold"),
         ({"fresh_share": -0.1}, "fresh_share"),
         ({"qa_people": -1}, "qa_people"),
+        ({"qa_format_share": 0.8, "question_share": 0.3}, "must be <= 1"),
         ({"eval_fraction": 1.0}, "eval_fraction"),
         ({"people": 2.5}, "people must be an integer"),
     ],

@@ -3,7 +3,7 @@
     rlcal score preds.jsonl --out metrics.json      # score any model's predictions
     rlcal world build --out world/                  # build the embedded synthetic world
     rlcal pretrain recipes/toy/pretrain.yaml        # pretrain the tiny LM on it
-    rlcal singleton-rate qa.jsonl                   # Good-Turing singleton rate + Theorem 2 bound
+    rlcal singleton-rate world/mentions.jsonl       # Good-Turing singleton rate + Theorem 2 bound
     rlcal train RECIPE.yaml [--key value ...]       # GRPO with calibrated rewards
     rlcal eval --model PATH --data FILE --out DIR   # calibration + behavioral-calibration sweep
     rlcal compare A/metrics.json B/metrics.json     # ECE drift between two checkpoints

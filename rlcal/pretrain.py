@@ -93,7 +93,7 @@ class PretrainConfig:
     vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size (>= 300)."})
     max_seq_len: int = field(default=128, metadata={"help": "Longer documents are truncated (counted in the log)."})
     # -- training
-    epochs: int = field(default=18, metadata={"help": "Passes over the corpus (each with fresh brand-new people)."})
+    epochs: int = field(default=16, metadata={"help": "Passes over the corpus (each with fresh brand-new people)."})
     max_steps: int = field(default=-1, metadata={"help": "If > 0, stop after this many steps."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate."})
     lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
@@ -252,18 +252,31 @@ def _prepare_output(output_dir: Path) -> Path:
     return partial
 
 
+def _busy_cores() -> float:
+    """How many other runnable tasks there are now (Linux: /proc/loadavg, median of a few samples), else the
+    1-minute load average (which lags: it stays high for a minute after a job ends)."""
+    try:
+        samples = []
+        for _ in range(5):
+            with open("/proc/loadavg", encoding="ascii") as handle:
+                samples.append(int(handle.read().split()[3].split("/")[0]) - 1)  # minus this process
+            time.sleep(0.05)
+        return float(sorted(samples)[len(samples) // 2])
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:  # pragma: no cover - neither is available on this platform
+            return 0.0
+
+
 def auto_threads() -> int:
-    """CPU threads for training: every core on an idle machine, fewer when the load average shows other jobs.
+    """CPU threads for training: every core on an idle machine, fewer when other jobs are running.
 
     Intra-op threads that compete with other processes for the same cores spin at every barrier; measured on a
     2-core machine with ~3 other jobs: 2 threads trained at ~80 tokens/s, 1 thread at ~7,000 tokens/s.
     """
     cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # pragma: no cover - not available on this platform
-        return cores
-    return cores if load < 0.5 else max(1, cores - math.ceil(load - 0.5))
+    return max(1, cores - math.ceil(_busy_cores() - 0.5))
 
 
 def pretrain(config: PretrainConfig) -> Path:

@@ -133,7 +133,7 @@ class WorldConfig:
         metadata={"help": "Confidence targets t used in prompt-format corpus documents."},
     )
     fresh_share: float = field(
-        default=0.25,
+        default=0.35,
         metadata={"help": "Pretraining: documents about brand-new people per epoch, as a share of mentions."},
     )
     idk_share: float = field(

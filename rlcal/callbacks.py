@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlcal.compare import HEADLINE
 from rlcal.errors import RlcalError
 from rlcal.thresholds import check_threshold
 
@@ -90,21 +91,7 @@ class CalibrationEvalConfig:
 
 # ---- the training hook --------------------------------------------------------------------------------------------
 
-HEADLINE_KEYS = (
-    "ece",
-    "ece_equal_mass",
-    "mce",
-    "brier",
-    "auroc",
-    "aurc",
-    "mean_confidence",
-    "accuracy_answered",
-    "accuracy",
-    "abstain_rate",
-    "hallucination_rate",
-    "sweep_answer_rate_gap",
-    "n",
-)
+HEADLINE_KEYS = HEADLINE  # the same headline metrics `rlcal compare` leads with
 TABLE_COLUMNS = ("index", "threshold", "question", "answer", "response", "outcome", "confidence", "answer_prob")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import time
@@ -189,6 +188,11 @@ def model_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _at_most(value: float | None, bound: float) -> bool:
+    """value <= bound, where an undefined value (None) fails; 0.0 is a real value, not a missing one."""
+    return value is not None and value <= bound
+
+
 def check_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The paper's claims as measurable targets: (claim, target, measured, met)."""
     base, binary, ct = summary["base"], summary["binary"], summary["confidence_target"]
@@ -220,13 +224,13 @@ def check_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             "confidence targets cut hallucinations",
             "hallucination rate ≤ 50% of the 0-1 run's",
             ratio(ct["hallucination_rate"], binary["hallucination_rate"]),
-            (ratio(ct["hallucination_rate"], binary["hallucination_rate"]) or math.inf) <= 0.5,
+            _at_most(ratio(ct["hallucination_rate"], binary["hallucination_rate"]), 0.5),
         ),
         (
             "confidence targets keep calibration",
             "confidence-target ECE ≤ 1.5× base",
             ratio(ct["ece"], base["ece"]),
-            (ratio(ct["ece"], base["ece"]) or math.inf) <= 1.5,
+            _at_most(ratio(ct["ece"], base["ece"]), 1.5),
         ),
     ]
     per_t = ct["per_threshold"]

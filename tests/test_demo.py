@@ -49,6 +49,8 @@ def test_claims_pass_and_fail_on_the_numbers_they_name():
     claims = {c["claim"]: c for c in check_claims(summary)}
     assert all(c["met"] for c in claims.values()), [c for c in claims.values() if not c["met"]]
     assert claims["0-1 RL makes the model overconfident"]["measured"] == pytest.approx(4.0)
+    summary["confidence_target"]["hallucination_rate"] = 0.0  # no hallucination at all: a ratio of 0 is met
+    assert {c["claim"]: c for c in check_claims(summary)}["confidence targets cut hallucinations"]["met"]
     summary["binary"]["ece"] = 0.05  # only 2.5x base: overconfidence claim must now fail
     summary["confidence_target"]["per_threshold"]["0.9"]["answer_rate"] = 0.6  # rate rises with t: must fail
     claims = {c["claim"]: c for c in check_claims(summary)}

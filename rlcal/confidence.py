@@ -184,6 +184,12 @@ def generation_config(model: Any, pad_id: int, eos_ids: set[int], **kwargs: Any)
 
 
 @torch.no_grad()
+def _generation_setup(model: Any, tokenizer: Any, **options: Any) -> tuple[Any, int, set[int], Any]:
+    """(device, pad id, eos ids, generation config) shared by greedy and sampled generation."""
+    pad_id, eos_ids = pad_token_id(model, tokenizer), eos_token_ids(model, tokenizer)
+    return model_device(model), pad_id, eos_ids, generation_config(model, pad_id, eos_ids, **options)
+
+
 def greedy_generate(
     model: Any,
     tokenizer: Any,
@@ -203,13 +209,9 @@ def greedy_generate(
         raise ValueError(f"answer_span must be one of {ANSWER_SPANS}, got {answer_span!r}")
     if not prompt_ids:
         return []
-    device = model_device(model)
-    eos_ids = eos_token_ids(model, tokenizer)
-    pad_id = pad_token_id(model, tokenizer)
-    config = generation_config(
+    device, pad_id, eos_ids, config = _generation_setup(
         model,
-        pad_id,
-        eos_ids,
+        tokenizer,
         max_new_tokens=max_new_tokens,
         do_sample=False,
         num_beams=1,
@@ -271,13 +273,9 @@ def sample_agreement(
         raise ValueError("one reference response per prompt is needed")
     if not prompt_ids:
         return []
-    device = model_device(model)
-    eos_ids = eos_token_ids(model, tokenizer)
-    pad_id = pad_token_id(model, tokenizer)
-    config = generation_config(
+    device, pad_id, eos_ids, config = _generation_setup(
         model,
-        pad_id,
-        eos_ids,
+        tokenizer,
         max_new_tokens=max_new_tokens,
         do_sample=True,
         temperature=temperature,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.errors import RlcalError
+from rlcal.world import atomic_write_text
 
 MODELS = ("base", "binary", "confidence_target")
 DEMO_THRESHOLDS = [0.0, 0.5, 0.75, 0.9]
@@ -368,14 +369,8 @@ def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
     ]
     lines += [f"| {k} | {v} |" for k, v in summary["timing"].items()]
     path = out / "report.md"
-    _atomic_write(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def run_demo(out_dir: str | Path = "outputs/demo", quick: bool = False, seed: int = 0) -> dict[str, Any]:
@@ -430,7 +425,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", quick: bool = False, seed: in
     )
     _plot_hallucination_by_count(summary["by_mention_count"], out / "hallucination_by_count.png")
     summary["timing"] = {**clock.stages, "total": round(time.time() - clock.start, 1)}
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     command = "rlcal demo" + (" --quick" if quick else "") + f" --out {out_dir} --seed {seed}"
     report = write_report(out, summary, command)
     met = sum(c["met"] for c in summary["claims"])

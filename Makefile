@@ -24,6 +24,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check rlcal tests benchmarks
 
 demo: $(STAMP)
+	$(BIN)/rlcal demo --out outputs/demo
+
+score: $(STAMP)
 	$(BIN)/rlcal score examples/predictions.jsonl --out outputs/score/metrics.json
 
 bench: $(STAMP)

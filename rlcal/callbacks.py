@@ -65,7 +65,12 @@ class CalibrationEvalConfig:
     )
     confidence: str = field(default="answer_prob", metadata={"help": f"One of {', '.join(CONFIDENCE_METHODS)}."})
     num_samples: int = field(default=8, metadata={"help": "k sampled answers for `agreement` confidence."})
-    max_samples: int | None = field(default=256, metadata={"help": "Evaluate at most this many questions."})
+    max_samples: int | None = field(
+        default=256, metadata={"help": "Evaluate at most this many questions (with weight_column: draw this many)."}
+    )
+    weight_column: str | None = field(
+        default=None, metadata={"help": "Draw questions with replacement, probability ∝ this column (popularity)."}
+    )
     max_new_tokens: int = field(default=16, metadata={"help": "Generation length for eval answers."})
     batch_size: int = field(default=32, metadata={"help": "Questions per generation batch (per process)."})
     n_bins: int = field(default=15, metadata={"help": "Equal-width bins for ECE."})
@@ -166,6 +171,8 @@ class CalibrationHook:
             subset=config.subset,
             split_filter=config.split_filter,
             max_samples=config.max_samples,
+            weight_column=config.weight_column,
+            seed=config.seed,
         )
         self.trainer = trainer
         self.base_metrics: dict[str, Any] | None = None

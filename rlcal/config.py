@@ -109,7 +109,16 @@ class DataArguments:
     )
     split_filter: str | None = field(default=None, metadata={"help": "Keep rows whose split column equals this."})
     split_column: str = field(default="split", metadata={"help": "Column that `split_filter` looks at."})
-    max_samples: int | None = field(default=None, metadata={"help": "Use at most this many rows."})
+    max_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many rows (with weight_column: draw this many)."}
+    )
+    weight_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Draw rows with replacement, probability ∝ this column (the world's `popularity`: questions "
+            "arrive as often as their facts are mentioned in pretraining)."
+        },
+    )
     prompt_format: str = field(default="plain", metadata={"help": "plain (completion prompt) | chat (messages)."})
     instruction: str = field(default=CONFIDENCE_TARGET_INSTRUCTION, metadata={"help": "Instruction for t > 0."})
     instruction_t0: str = field(default=BEST_GUESS_INSTRUCTION, metadata={"help": "Instruction at t = 0."})

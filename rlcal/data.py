@@ -51,12 +51,16 @@ def load_qa_dataset(
     split_filter: str | None = None,
     split_column: str = "split",
     max_samples: int | None = None,
+    weight_column: str | None = None,
+    seed: int = 0,
 ):
     """Load a QA dataset and rename its columns onto question/answer/aliases.
 
     `columns` maps rlcal names to the source's (e.g. {"answer": "answer.value", "aliases": "answer.aliases"};
     dotted names reach into nested dicts). `split_filter` keeps rows whose `split_column` equals it (the world's
-    qa.jsonl marks rl_train / eval rows). Missing columns and empty results are `RlcalError`s.
+    qa.jsonl marks rl_train / eval rows). With `weight_column`, `max_samples` rows (default: as many as there are)
+    are drawn with replacement ∝ that column (`sample_by_weight`, seeded); otherwise the first `max_samples` are
+    kept. Missing columns and empty results are `RlcalError`s.
     """
     ds = _load_raw(source, subset, split)
     mapping = {name: name for name in STANDARD_COLUMNS}
@@ -89,11 +93,40 @@ def load_qa_dataset(
         }
 
     ds = ds.map(standardise, desc="standardise columns")
-    if max_samples is not None:
-        ds = ds.select(range(min(max_samples, len(ds))))
     if len(ds) == 0:
         raise RlcalError(f"{source}: no rows" + (f" with {split_column} == {split_filter!r}" if split_filter else ""))
+    if weight_column is not None:
+        try:
+            return sample_by_weight(ds, weight_column, max_samples, seed=seed)
+        except RlcalError as exc:
+            raise RlcalError(f"{source}: {exc}") from None
+    if max_samples is not None:
+        ds = ds.select(range(min(max_samples, len(ds))))
     return ds
+
+
+def sample_by_weight(ds, column: str, num_rows: int | None = None, seed: int = 0):
+    """Draw `num_rows` rows (default: as many as there are) with replacement, each with probability ∝ `column`.
+
+    With the world's `popularity` column, questions arrive as often as their facts are mentioned in pretraining:
+    the prompt distribution of the paper's Theorem 2, where popular facts are asked about often and rare ones
+    seldom. Negative, non-finite or all-zero weights are `RlcalError`s.
+    """
+    import numpy as np
+
+    if column not in ds.column_names:
+        raise RlcalError(f"no weight column {column!r} (columns: {', '.join(ds.column_names)})")
+    try:
+        weights = np.asarray(ds[column], dtype=float)
+    except (TypeError, ValueError):
+        raise RlcalError(f"weight column {column!r} must be numeric") from None
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise RlcalError(f"weight column {column!r} must be finite, >= 0 and not all zero")
+    n = len(ds) if num_rows is None else num_rows
+    if n < 1:
+        raise RlcalError(f"num_rows must be >= 1, got {n}")
+    indices = np.random.default_rng(seed).choice(len(ds), size=n, replace=True, p=weights / weights.sum())
+    return ds.select(indices.tolist())
 
 
 def prepare_prompts(ds, template: PromptTemplate, sampler: ThresholdSampler | None = None, seed: int = 0):

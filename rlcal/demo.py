@@ -1,7 +1,7 @@
 """`rlcal demo`: the paper's claims, end to end on the embedded world, with a report and plots.
 
-    rlcal demo                      # full run (~10 minutes on 2 CPU cores) into outputs/demo
-    rlcal demo --quick --out /tmp/d # the same pipeline at toy scale (~2 minutes): checks plumbing, not science
+    rlcal demo                      # full run (~5 minutes on 2 CPU cores) into outputs/demo
+    rlcal demo --quick --out /tmp/d # the same pipeline at toy scale (under a minute): plumbing, not science
 
 Stages (each shows progress): build the world → pretrain the tiny LM (cross-entropy; cached) → evaluate the base
 model → post-train one LoRA copy with the 0-1 reward and one with the confidence-target reward, same recipe and
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.errors import RlcalError
-from rlcal.world import atomic_write_text
+from rlcal.files import atomic_write_text
 
 MODELS = ("base", "binary", "confidence_target")
 DEMO_THRESHOLDS = [0.0, 0.5, 0.75, 0.9]
@@ -34,7 +34,7 @@ BUCKETS = ("unseen", "1", "2-4", "5-19", "20+")
 
 # (full, quick) sizes. The full run is the experiment; quick only checks the pipeline end to end.
 SCALE = {
-    "full": {"pretrain": [], "eval_samples": 400, "rl_steps": None, "warmup_steps": None, "eval_batch": 64},
+    "full": {"pretrain": [], "eval_samples": None, "rl_steps": None, "warmup_steps": None, "eval_batch": 64},
     "quick": {
         # epochs/people/model shrunk so the whole pipeline runs in about a minute and a half on 2 cores
         "pretrain": "--epochs 1 --world_people 200 --world_mentions 300 --world_qa_people 200 --model_size nano "
@@ -86,12 +86,14 @@ def _recipe_path(name: str) -> Path:
     return path
 
 
-def _eval_rows(world_dir: Path, max_samples: int):
+def _eval_rows(world_dir: Path, max_samples: int | None):
+    """Eval-split birthdays: people RL never saw, each asked once, with the world's mix of unseen to famous."""
     from rlcal.data import load_qa_dataset
 
     ds = load_qa_dataset(str(world_dir / "qa.jsonl"), split_filter="eval")
     ds = ds.filter(lambda row: row.get("family", "birthday") == "birthday")  # the arbitrary facts
-    return ds.shuffle(seed=0).select(range(min(max_samples, len(ds))))
+    ds = ds.shuffle(seed=0)
+    return ds if max_samples is None else ds.select(range(min(max_samples, len(ds))))
 
 
 def _evaluate(name: str, model_path: str, adapter: str | None, rows, out: Path, scale: str, seed: int):
@@ -164,6 +166,20 @@ def hallucination_by_count(predictions: list[Mapping[str, Any]], counts: list[in
         }
         for k, v in sorted(out.items(), key=lambda kv: BUCKETS.index(kv[0]))
     }
+
+
+def error_drawn_like_mentions(predictions: list[Mapping[str, Any]], weights: list[float]) -> float:
+    """Error at the t = 0 prompt (anything but a correct answer) with question i weighted by `weights[i]`: the
+    world's popularity makes this the error on questions drawn like the pretraining mentions, Theorem 2's setting."""
+    num = den = 0.0
+    for p in predictions:
+        if float(p["threshold"]) == 0.0:
+            w = weights[p["index"]]
+            num += w * (p["outcome"] != "correct")
+            den += w
+    if den <= 0:
+        raise RlcalError("no t = 0 predictions with positive weight to measure the base error on")
+    return num / den
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -353,8 +369,10 @@ def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
         "## Singleton-rate check (Theorem 2)",
         "",
         f"Singleton rate of the pretraining facts: **{summary['singleton_rate']:.3f}** "
-        f"(N = {singleton.get('n')} mentions). Base model error on arbitrary facts (t = 0, eval people drawn like "
-        f"the mentions): **{summary['base_error_arbitrary_facts']:.3f}**.",
+        f"(N = {singleton.get('n')} mentions). Base model error on arbitrary facts at the t = 0 prompt, each eval "
+        f"person weighted by popularity so questions arrive as often as the facts are mentioned (Theorem 2's "
+        f"setting): **{summary['base_error_arbitrary_facts']:.3f}** (unweighted, each eval person once: "
+        f"{_fmt(summary.get('base_error_uniform_people'))}).",
         f"Theorem 2's bound with its terms: {json.dumps(singleton.get('terms'))} → {_fmt(singleton.get('bound'))}"
         + (
             " (vacuous at this N: the (35 + 6 ln N)/√N term dominates below N ≈ 10⁶)."
@@ -407,7 +425,9 @@ def run_demo(out_dir: str | Path = "outputs/demo", quick: bool = False, seed: in
     n_mentions = int(world.get("n_records", world.get("mentions", 0)) or 0)
     summary["singleton_rate"] = sr
     summary["singleton"] = {"n": n_mentions, **(theorem2_bound(sr, n_mentions) if n_mentions else {})}
-    summary["base_error_arbitrary_facts"] = 1.0 - float(metrics["base"]["accuracy"])
+    weights = [float(w) for w in rows["popularity"]] if "popularity" in rows.column_names else [1.0] * len(rows)
+    summary["base_error_arbitrary_facts"] = error_drawn_like_mentions(predictions["base"], weights)
+    summary["base_error_uniform_people"] = 1.0 - float(metrics["base"]["accuracy"])
     summary["by_mention_count"] = {name: _by_count_mean(predictions[name], counts) for name in MODELS}
     summary["claims"] = check_claims(summary)
     summary.update(scale=scale, seed=seed, n_eval_questions=len(rows))
@@ -449,7 +469,7 @@ def _by_count_mean(predictions: list[Mapping[str, Any]], counts: list[int]) -> d
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/demo", help="Output directory (default: outputs/demo).")
-    parser.add_argument("--quick", action="store_true", help="Toy-scale run (~2 min) that checks the pipeline.")
+    parser.add_argument("--quick", action="store_true", help="Toy-scale run (under a minute) that checks the pipeline.")
     parser.add_argument("--seed", type=int, default=0, help="Seed for the world, pretraining and RL.")
 
 

@@ -495,8 +495,8 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not Path(model_path).exists():
-        raise RlcalError(f"model not found: {model_path} (rlcal evaluates local checkpoints; nothing is downloaded)")
+    if not Path(model_path).exists() and (model_path.startswith((".", "/", "~")) or model_path.count("/") != 1):
+        raise RlcalError(f"model not found: {model_path} (a local folder or a Hugging Face id like Qwen/Qwen2.5-0.5B)")
     if device == "auto":
         from accelerate import PartialState
 
@@ -544,7 +544,7 @@ def load_model(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="Local model folder (HF format).")
+    parser.add_argument("--model", required=True, help="Local model folder (HF format) or a Hugging Face model id.")
     parser.add_argument("--adapter", help="LoRA adapter folder to apply on top of --model.")
     parser.add_argument("--tokenizer", help="Tokenizer folder (default: --model).")
     parser.add_argument("--data", required=True, help="QA data: local .jsonl/.json/.csv/.parquet or a datasets name.")
@@ -565,7 +565,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="plain", choices=FORMATS, help="plain completion prompt or chat template.")
     parser.add_argument("--system-prompt", help="System message for --format chat.")
     parser.add_argument("--grader", default="exact", choices=sorted(GRADERS), help="Answer grader (as in rewards).")
-    parser.add_argument("--max-samples", type=int, help="Evaluate at most this many questions.")
+    parser.add_argument(
+        "--max-samples", type=int, help="Evaluate at most this many questions (with --weight-column: draw this many)."
+    )
+    parser.add_argument(
+        "--weight-column",
+        help="Draw questions with replacement, probability ∝ this column (the world's popularity: questions asked "
+        "as often as their facts are mentioned).",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="Prompts per generation batch (per process).")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="Generation length.")
     parser.add_argument("--n-bins", type=int, default=15, help="Equal-width bins for ECE.")
@@ -601,6 +608,8 @@ def run(args: argparse.Namespace) -> int:
         columns=columns,
         split_filter=args.split_filter,
         max_samples=args.max_samples,
+        weight_column=args.weight_column,
+        seed=args.seed,
     )
     model, tokenizer = load_model(args.model, args.adapter, args.device, args.dtype, args.tokenizer)
     metrics, predictions = evaluate_model(

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 
 from rlcal import metrics
 from rlcal.errors import RlcalError
+from rlcal.files import stage_bytes
 from rlcal.grading import ABSTAIN, CORRECT, GRADERS, WRONG, AnswerGrader, Outcome
 from rlcal.prompts import format_number
 from rlcal.rewards import completion_text, confidence_target_score, parse_confidence
@@ -331,11 +331,7 @@ def write_outputs(outputs: Sequence[tuple[Path, bytes]]) -> None:
     staged: list[tuple[str, Path]] = []
     try:
         for path, data in outputs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            staged.append((tmp, path))
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            staged.append((stage_bytes(path, data), path))
         for tmp, path in staged:
             os.replace(tmp, path)
     except OSError as exc:

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     result = analyze(args.file, args.min_ec, args.delta)
     text = json.dumps(result, indent=2)
     if args.out:
-        from rlcal.world import atomic_write_text
+        from rlcal.files import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
     print(text)

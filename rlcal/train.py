@@ -37,6 +37,7 @@ from typing import Any
 
 from rlcal.config import Recipe, load_recipe
 from rlcal.errors import RlcalError
+from rlcal.files import atomic_write_text
 
 logger = logging.getLogger("rlcal.train")
 
@@ -144,6 +145,8 @@ def load_train_dataset(recipe: Recipe):
         split_filter=d.split_filter,
         split_column=d.split_column,
         max_samples=d.max_samples,
+        weight_column=d.weight_column,
+        seed=recipe.training.seed,
     )
     ds = prepare_prompts(ds, d.prompt_template(), recipe.reward.sampler(), seed=recipe.training.seed)
     empty = sum(1 for a in ds["answer"] if not str(a).strip())
@@ -466,8 +469,8 @@ def run_warmup(recipe: Recipe, base: str, dataset, reward) -> tuple[str, dict[st
     with state.main_process_first():
         if state.is_main_process:
             examples, summary["targets"] = build_warmup_examples(recipe, dataset, model, tokenizer)
-            _atomic_write(examples_path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
-            _atomic_write(out / "targets.json", json.dumps(summary["targets"]))
+            atomic_write_text(examples_path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
+            atomic_write_text(out / "targets.json", json.dumps(summary["targets"]))
         else:
             summary["targets"] = json.loads((out / "targets.json").read_text())
     examples = [json.loads(line) for line in examples_path.read_text(encoding="utf-8").splitlines()]
@@ -519,7 +522,7 @@ def run_warmup(recipe: Recipe, base: str, dataset, reward) -> tuple[str, dict[st
 
             shutil.rmtree(model_dir)
         tmp.rename(model_dir)
-        _atomic_write(summary_path, json.dumps(summary, indent=2))
+        atomic_write_text(summary_path, json.dumps(summary, indent=2))
     state.wait_for_everyone()
     del trainer, merged, model
     return str(model_dir), summary
@@ -606,7 +609,7 @@ def setup_wandb(recipe: Recipe) -> bool:
         logger.warning("wandb: online start failed (%s); logging offline instead", type(exc).__name__)
         os.environ["WANDB_MODE"] = "offline"
         run = wandb.init(mode="offline", **init)
-    _atomic_write(id_file, run.id)
+    atomic_write_text(id_file, run.id)
     return True
 
 
@@ -768,24 +771,16 @@ def train(recipe: Recipe) -> TrainResult:
         trainer.save_model(str(recipe.output_dir))  # the LoRA adapter (or full weights) + tokenizer
         metrics = dict(result.metrics)
         if state.is_main_process:
-            _atomic_write(recipe.output_dir / "rlcal_recipe.yaml", recipe.to_yaml())
+            atomic_write_text(recipe.output_dir / "rlcal_recipe.yaml", recipe.to_yaml())
             summary = TrainResult(str(recipe.output_dir), model_path, checkpoint, metrics, warmup, probe).summary()
             summary["log_history"] = trainer.state.log_history
-            _atomic_write(recipe.output_dir / "train_summary.json", json.dumps(summary, indent=2, default=str))
+            atomic_write_text(recipe.output_dir / "train_summary.json", json.dumps(summary, indent=2, default=str))
     finally:
         if started_wandb:
             import wandb
 
             wandb.finish()
     return TrainResult(str(recipe.output_dir), model_path, checkpoint, metrics, warmup, probe)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ import calendar
 import datetime as _dt
 import json
 import math
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterable
@@ -55,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from rlcal.errors import RlcalError
+from rlcal.files import atomic_write_text
 from rlcal.prompts import PromptTemplate
 from rlcal.singleton import singleton_stats
 
@@ -558,24 +558,6 @@ def world_stats(
 
 
 # ---- files --------------------------------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write `text` to a temp file next to `path` and rename it into place (no partial files on failure)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise RlcalError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _jsonl(rows: Iterable[dict[str, Any]]) -> str:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from rlcal.cli import main
-from rlcal.demo import MODELS, check_claims, hallucination_by_count, model_summary
+from rlcal.demo import MODELS, check_claims, error_drawn_like_mentions, hallucination_by_count, model_summary
+from rlcal.errors import RlcalError
 
 
 def _per_t(rates: dict[str, tuple[float, float | None, float]]) -> dict[str, dict[str, float | None]]:
@@ -72,6 +73,20 @@ def test_hallucination_by_count_buckets_and_rates():
     assert list(out) == ["unseen", "1", "20+"]
     assert out["unseen"]["hallucination_rate"] == 1.0
     assert out["1"] == {"n": 2, "accuracy": 0.5, "hallucination_rate": 0.0, "abstain_rate": 0.5}
+
+
+def test_error_drawn_like_mentions_weights_each_question_by_popularity():
+    preds = [
+        {"index": 0, "threshold": 0.0, "outcome": "correct"},
+        {"index": 1, "threshold": 0.0, "outcome": "wrong"},
+        {"index": 2, "threshold": 0.0, "outcome": "abstain"},  # not a correct answer: counts as an error
+        {"index": 1, "threshold": 0.9, "outcome": "correct"},  # other t: ignored
+    ]
+    # by hand: (3 + 1) / (6 + 3 + 1)
+    assert error_drawn_like_mentions(preds, [6.0, 3.0, 1.0]) == pytest.approx(0.4)
+    assert error_drawn_like_mentions(preds, [1.0, 1.0, 1.0]) == pytest.approx(2 / 3)
+    with pytest.raises(RlcalError, match="positive weight"):
+        error_drawn_like_mentions(preds[3:], [1.0, 1.0, 1.0])
 
 
 def test_demo_bad_output_dir_is_one_clear_error(tmp_path, capsys):

@@ -27,7 +27,7 @@ def person(i: int) -> str:
 _TOY_MODELS: dict[str, str] = {}
 
 
-def toy_qa_model(base_dir: str, out_dir: str, steps: int = 60) -> str:
+def toy_qa_model(base_dir: str, out_dir: str, steps: int = 120) -> str:
     """The fixture's nano Llama, trained (answer tokens only) to reply " 48" or a random guess at t = 0 and
     "I don't know" at t >= 0.75: replies end with <eos>, grade as correct, wrong or abstain, with real probabilities.
     Trained once per session (test_confidence and test_callbacks import this; the first `out_dir` is kept)."""
@@ -405,3 +405,21 @@ def test_cli_eval_bad_input(toy_model, qa_file, tmp_path, capsys):
     plain_tok.chat_template = None
     plain_tok.save_pretrained(tmp_path / "tok")
     fails(*base, "--tokenizer", tmp_path / "tok", "--data", qa_file, "--format", "chat", match="chat template")
+
+
+def test_a_hub_model_id_is_tried_and_an_unreachable_one_is_one_clear_error(tmp_path, qa_file):
+    """`--model org/name` goes to the Hub (not rejected as a missing folder); offline, that fails in one line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    argv = ["eval", "--model", "nobody/no-such-model", "--data", str(qa_file), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlcal.cli", *argv], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "could not load model nobody/no-such-model" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

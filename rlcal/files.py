@@ -1,0 +1,50 @@
+"""Atomic file writes: a temp file beside the target, renamed into place, so a failure never leaves a partial file.
+
+    from rlcal.files import atomic_write_text
+    atomic_write_text("outputs/demo/summary.json", text)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from rlcal.errors import RlcalError
+
+
+def file_mode() -> int:
+    """The mode a plain `open(path, "w")` would give (0o666 minus the umask); mkstemp's own 0o600 would make
+    reports and metrics unreadable to the other users of a shared machine."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def stage_bytes(path: Path, data: bytes) -> str:
+    """Write `data` to a new temp file beside `path` (same filesystem, so os.replace is atomic); returns its name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, file_mode())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically; an unwritable place is an `RlcalError` naming the path."""
+    path = Path(path)
+    try:
+        tmp = stage_bytes(path, text.encode("utf-8"))
+    except OSError as exc:
+        raise RlcalError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -423,3 +423,23 @@ def test_warmup_targets_never_abstain_at_t0(tiny_model_dir, tmp_path):
         assert example["completion"] == expected
     share_t0 = sum(row["threshold"] == 0 for row in dataset) / len(dataset)
     assert 0 < share_t0 < 1 and stats["abstain_targets"] == pytest.approx(1 - share_t0)
+
+
+def test_weight_column_draws_training_questions_by_popularity(tmp_path):
+    """`data.weight_column`: rows are drawn ∝ the column (seeded by training.seed); a zero weight is never drawn."""
+    qa = write_qa(tmp_path / "qa.jsonl")
+    rows = [json.loads(line) for line in qa.read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["popularity"] = 0.0 if i % 2 else float(i + 1)  # odd people are never asked about
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = raw_recipe("unused", qa, tmp_path / "out")
+    raw["data"].update(weight_column="popularity", max_samples=200)
+    ds = train_mod.load_train_dataset(parse_recipe(raw))
+    assert len(ds) == 200
+    persons = [int(q.split()[3]) for q in ds["question"]]
+    assert all(p % 2 == 0 and p < 40 for p in persons)  # rl_train rows with weight only
+    assert len(set(persons)) > 10 and set(ds["threshold"]) == {0.5, 0.75}
+    assert train_mod.load_train_dataset(parse_recipe(raw))["question"] == ds["question"]  # seeded
+    raw["data"]["weight_column"] = "fame"
+    with pytest.raises(RlcalError, match="no weight column 'fame'"):
+        train_mod.load_train_dataset(parse_recipe(raw))

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlcal.compare import HEADLINE
+from rlcal.data import check_columns
 from rlcal.errors import RlcalError
 from rlcal.thresholds import check_threshold
 
@@ -57,6 +58,10 @@ class CalibrationEvalConfig:
     split: str = field(default="train", metadata={"help": "Split of a datasets source."})
     subset: str | None = field(default=None, metadata={"help": "Subset/config name of a datasets source."})
     split_filter: str | None = field(default=None, metadata={"help": "Keep rows whose `split` column equals this."})
+    columns: dict | str | None = field(
+        default=None,
+        metadata={"help": "Column mapping onto question/answer/aliases, as data.columns (e.g. {answer: answer.value})."},
+    )
     every_n_steps: int = field(
         default=0, metadata={"help": "Evaluate every N optimizer steps; 0 = base and end only."}
     )
@@ -79,6 +84,7 @@ class CalibrationEvalConfig:
     table_rows: int = field(default=200, metadata={"help": "Prediction rows per W&B table (0 = no table)."})
 
     def __post_init__(self) -> None:
+        self.columns = check_columns(self.columns, "calibration.columns")
         self.thresholds = [check_threshold(t) for t in self.thresholds]
         if self.confidence not in CONFIDENCE_METHODS:
             raise ValueError(f"calibration.confidence must be one of {CONFIDENCE_METHODS}, got {self.confidence!r}")
@@ -170,6 +176,7 @@ class CalibrationHook:
             split=config.split,
             subset=config.subset,
             split_filter=config.split_filter,
+            columns=config.columns,
             max_samples=config.max_samples,
             weight_column=config.weight_column,
             seed=config.seed,

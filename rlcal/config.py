@@ -43,6 +43,7 @@ import yaml
 from trl import GRPOConfig, ModelConfig, RLOOConfig, TrlParser
 
 from rlcal.callbacks import CalibrationEvalConfig
+from rlcal.data import check_columns
 from rlcal.errors import RlcalError
 from rlcal.grading import GRADERS
 from rlcal.prompts import BEST_GUESS_INSTRUCTION, CONFIDENCE_TARGET_INSTRUCTION, PromptTemplate
@@ -130,14 +131,7 @@ class DataArguments:
     def __post_init__(self) -> None:
         if not self.source:
             raise ValueError("source is required (a local QA file or a `datasets` name)")
-        self.columns = _parse_mapping(self.columns, "columns")
-        if self.columns is not None:
-            if not isinstance(self.columns, Mapping):
-                raise ValueError(f"columns must be a mapping like {{answer: answer.value}}, got {self.columns!r}")
-            unknown = sorted(set(self.columns) - {"question", "answer", "aliases"})
-            if unknown:
-                raise ValueError(f"columns can map question, answer and aliases only, not {unknown}")
-            self.columns = {str(k): str(v) for k, v in self.columns.items()}
+        self.columns = check_columns(self.columns)
         if self.max_samples is not None and self.max_samples <= 0:
             raise ValueError("max_samples must be > 0 (or null for all rows)")
         self.prompt_template()  # bad placeholders and formats fail here, at config time

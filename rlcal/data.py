@@ -24,6 +24,26 @@ LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "
 STANDARD_COLUMNS = ("question", "answer", "aliases")
 
 
+def check_columns(value: Any, what: str = "columns") -> dict[str, str] | None:
+    """Validate a column mapping onto question/answer/aliases (a YAML string from the command line is parsed);
+    raises ValueError, which config parsing turns into one clear error."""
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{what}: cannot parse {value!r} as YAML: {exc}") from None
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a mapping like {{answer: answer.value}}, got {value!r}")
+    unknown = sorted(set(value) - set(STANDARD_COLUMNS))
+    if unknown:
+        raise ValueError(f"{what} can map question, answer and aliases only, not {unknown}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
 def _load_raw(source: str, subset: str | None, split: str):
     import datasets
 

@@ -208,6 +208,21 @@ def test_config_and_construction_errors(tmp_path, qa_file):
         CalibrationCallback(CalibrationEvalConfig(), PromptTemplate(), AnswerGrader(), str(tmp_path))
 
 
+def test_nested_eval_data_is_mapped_with_columns(tmp_path):
+    """Real datasets (TriviaQA) nest the answer; `calibration.columns` maps it as `data.columns` does."""
+    nested = tmp_path / "nested.jsonl"
+    rows = [{"q": f"Q{i}?", "answer": {"value": f"a{i}", "aliases": [f"A{i}"]}} for i in range(3)]
+    nested.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    columns = "{question: q, answer: answer.value, aliases: answer.aliases}"  # as given on the command line
+    callback = make_callback(nested, tmp_path / "out", columns=columns)
+    assert callback.config.columns == {"question": "q", "answer": "answer.value", "aliases": "answer.aliases"}
+    ds = callback.dataset
+    assert ds["question"] == ["Q0?", "Q1?", "Q2?"] and ds["answer"] == ["a0", "a1", "a2"]
+    assert ds["aliases"] == [["A0"], ["A1"], ["A2"]]
+    with pytest.raises(ValueError, match="calibration.columns can map question, answer and aliases only"):
+        CalibrationEvalConfig(columns={"context": "ctx"})
+
+
 def test_importing_the_config_stays_cheap():
     code = "import sys, rlcal.callbacks; assert 'transformers' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rlcal.errors import RlcalError
+from rlcal.files import publish, staging_dir
 
 # Headline metrics in the order people read them; any other numeric top-level key follows alphabetically.
 HEADLINE = (
@@ -197,12 +195,7 @@ def write_compare(
     """compare.md, compare.json, reliability.png (if both have bins) and answer_rate.png, written atomically."""
     from rlcal import plots
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise RlcalError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-compare-"))
-    try:
+    with staging_dir(out_dir, "--out") as tmp:
         files: dict[str, Path] = {}
         md = [
             f"# Calibration drift: {labels[0]} → {labels[1]}",
@@ -240,13 +233,7 @@ def write_compare(
                 ideal=ideal or None,
                 title="Behavioral calibration: " + " vs ".join(labels),
             )
-        final = {}
-        for name, path in files.items():
-            os.replace(path, out / path.name)
-            final[name] = out / path.name
-        return final
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return publish(files, out_dir)
 
 
 def _labels(paths: Sequence[str], spec: str | None) -> tuple[str, str]:

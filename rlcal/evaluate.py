@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +34,7 @@ from typing import Any
 from rlcal import metrics as M
 from rlcal.callbacks import CONFIDENCE_METHODS, DEFAULT_THRESHOLDS
 from rlcal.errors import RlcalError
+from rlcal.files import publish, staging_dir
 from rlcal.grading import GRADERS, AnswerGrader
 from rlcal.prompts import FORMATS, PromptTemplate
 from rlcal.thresholds import check_threshold
@@ -408,12 +406,7 @@ def write_eval(
     """
     from rlcal import plots as P
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise RlcalError(f"output path {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-eval-"))
-    try:
+    with staging_dir(out_dir) as tmp:
         files = {"metrics": tmp / "metrics.json", "predictions": tmp / "predictions.jsonl"}
         files["metrics"].write_text(json.dumps(_clean(dict(metrics)), indent=2, allow_nan=False) + "\n")
         with files["predictions"].open("w") as fh:
@@ -435,14 +428,7 @@ def write_eval(
                 ideal={label: {t: s["ideal"] for t, s in sweep.items()}} if sweep else None,
                 title="Behavioral calibration sweep",
             )
-        final = {}
-        for name, path in files.items():
-            target = out / path.name
-            os.replace(path, target)
-            final[name] = target
-        return final
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return publish(files, out_dir)
 
 
 def format_summary(metrics: Mapping[str, Any]) -> str:

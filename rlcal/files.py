@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from rlcal.errors import RlcalError
@@ -48,3 +51,31 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def staging_dir(out_dir: str | Path, label: str = "output path") -> Iterator[Path]:
+    """A temporary folder inside `out_dir` (created if missing) for files that `publish` then moves into place
+    together; it is removed on exit, so a failure half-way leaves `out_dir` as it was."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RlcalError(f"{label} {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-"))
+    except OSError as exc:
+        raise RlcalError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(files: Mapping[str, Path], out_dir: str | Path) -> dict[str, Path]:
+    """Move staged files into `out_dir` under their own names; returns the final paths by the same keys."""
+    final = {}
+    for name, path in files.items():
+        target = Path(out_dir) / path.name
+        os.replace(path, target)
+        final[name] = target
+    return final

@@ -40,3 +40,23 @@ def test_an_unwritable_place_is_one_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(RlcalError, match=r"cannot write .*file/x\.md"):
         atomic_write_text(blocker / "x.md", "text")
+
+
+def test_staged_files_appear_together_or_not_at_all(tmp_path):
+    from rlcal.files import publish, staging_dir
+
+    out = tmp_path / "eval"
+    with staging_dir(out) as tmp:
+        (tmp / "metrics.json").write_text("{}")
+        (tmp / "predictions.jsonl").write_text("")
+        final = publish({"metrics": tmp / "metrics.json", "predictions": tmp / "predictions.jsonl"}, out)
+    assert final == {"metrics": out / "metrics.json", "predictions": out / "predictions.jsonl"}
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "predictions.jsonl"]  # temp folder gone
+
+    with pytest.raises(RuntimeError), staging_dir(out) as tmp:
+        (tmp / "metrics.json").write_text('{"new": 1}')
+        raise RuntimeError("plotting failed")
+    assert (out / "metrics.json").read_text() == "{}"  # the old result survives a failed rewrite
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "predictions.jsonl"]
+    with pytest.raises(RlcalError, match="--out .* exists and is not a folder"), staging_dir(final["metrics"], "--out"):
+        pass

@@ -36,7 +36,7 @@ BUCKETS = ("unseen", "1", "2-4", "5-19", "20+")
 SCALE = {
     "full": {"pretrain": [], "eval_samples": None, "rl_steps": None, "warmup_steps": None, "eval_batch": 64},
     "quick": {
-        # epochs/people/model shrunk so the whole pipeline runs in about a minute and a half on 2 cores
+        # epochs/people/model shrunk so the whole pipeline runs in well under a minute on 2 idle cores
         "pretrain": "--epochs 1 --world_people 200 --world_mentions 300 --world_qa_people 200 --model_size nano "
         "--vocab_size 400".split(),
         "eval_samples": 32,

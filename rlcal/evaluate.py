@@ -34,7 +34,7 @@ from typing import Any
 from rlcal import metrics as M
 from rlcal.callbacks import CONFIDENCE_METHODS, DEFAULT_THRESHOLDS
 from rlcal.errors import RlcalError
-from rlcal.files import publish, staging_dir
+from rlcal.files import check_model_ref, publish, staging_dir
 from rlcal.grading import GRADERS, AnswerGrader
 from rlcal.prompts import FORMATS, PromptTemplate
 from rlcal.thresholds import check_threshold
@@ -481,8 +481,7 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not Path(model_path).exists() and (model_path.startswith((".", "/", "~")) or model_path.count("/") != 1):
-        raise RlcalError(f"model not found: {model_path} (a local folder or a Hugging Face id like Qwen/Qwen2.5-0.5B)")
+    check_model_ref(model_path)
     if device == "auto":
         from accelerate import PartialState
 

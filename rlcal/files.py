@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file beside the target, renamed into place, so a failure never leaves a partial file.
+"""Atomic file writes (a temp file beside the target, renamed into place, so a failure never leaves a partial
+file) and the check that a model reference names something loadable.
 
     from rlcal.files import atomic_write_text
     atomic_write_text("outputs/demo/summary.json", text)
@@ -14,6 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rlcal.errors import RlcalError
+
+
+def check_model_ref(name: str) -> None:
+    """A model is a local folder or a Hugging Face id `org/name` (fetched, or found in the cache, on first use);
+    anything else, such as a mistyped local path, is one clear `RlcalError` before any loading starts."""
+    if not Path(name).exists() and (name.startswith((".", "/", "~")) or name.count("/") != 1):
+        raise RlcalError(f"model not found: {name} (a local folder or a Hugging Face id like Qwen/Qwen2.5-0.5B)")
 
 
 def file_mode() -> int:

@@ -37,7 +37,7 @@ from typing import Any
 
 from rlcal.config import Recipe, load_recipe
 from rlcal.errors import RlcalError
-from rlcal.files import atomic_write_text
+from rlcal.files import atomic_write_text, check_model_ref
 
 logger = logging.getLogger("rlcal.train")
 
@@ -188,8 +188,7 @@ def ensure_model(recipe: Recipe) -> str:
 
         with PartialState().main_process_first():  # one process builds, the others then find it cached
             ensure_pretrained(recipe.model.pretrain_recipe)  # its output_dir is model_name_or_path (validated)
-    if not Path(name).exists() and (name.startswith((".", "/", "~")) or name.count("/") != 1):
-        raise RlcalError(f"model not found: {name} (a local directory or a Hugging Face id like Qwen/Qwen2.5-0.5B)")
+    check_model_ref(name)
     return name
 
 

@@ -31,6 +31,7 @@ DEMO_THRESHOLDS = [0.0, 0.5, 0.75, 0.9]
 TARGET_THRESHOLDS = ("0.5", "0.75", "0.9")  # the t the confidence-target run trains on besides t = 0
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 BUCKETS = ("unseen", "1", "2-4", "5-19", "20+")
+CONFIDENCE_BANDS = (0.0, 0.1, 0.3, 0.5, 0.75, 0.9, 1.0)  # bands of the base model's own t = 0 confidence
 
 # (full, quick) sizes. The full run is the experiment; quick only checks the pipeline end to end.
 SCALE = {
@@ -182,6 +183,35 @@ def error_drawn_like_mentions(predictions: list[Mapping[str, Any]], weights: lis
     return num / den
 
 
+def _band(confidence: float) -> str:
+    for lo, hi in pairwise(CONFIDENCE_BANDS):
+        if confidence < hi or hi == CONFIDENCE_BANDS[-1]:
+            return f"{lo:g}-{hi:g}"
+    raise AssertionError("unreachable")
+
+
+def answer_rate_by_confidence(
+    predictions: list[Mapping[str, Any]], base_confidence: list[float], t: float
+) -> dict[str, dict[str, Any]]:
+    """Behavioral calibration question by question: at prompt target t, per band of the *base* model's own t = 0
+    confidence, the share of questions the model answers (`answer_rate`) and the share an ideal behaviorally
+    calibrated base model would answer (`ideal`: confidence > t). Bands without questions are left out."""
+    out: dict[str, dict[str, float]] = {}
+    for p in predictions:
+        if float(p["threshold"]) != t:
+            continue
+        conf = base_confidence[p["index"]]
+        b = out.setdefault(_band(conf), {"n": 0, "answered": 0, "ideal": 0})
+        b["n"] += 1
+        b["answered"] += p["outcome"] != "abstain"
+        b["ideal"] += conf > t
+    order = [f"{lo:g}-{hi:g}" for lo, hi in pairwise(CONFIDENCE_BANDS)]
+    return {
+        k: {"n": v["n"], "answer_rate": v["answered"] / v["n"], "ideal": v["ideal"] / v["n"]}
+        for k, v in sorted(out.items(), key=lambda kv: order.index(kv[0]))
+    }
+
+
 def _mean(values: list[float | None]) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
@@ -283,6 +313,25 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _plot_answer_rate_by_confidence(by_t: Mapping[str, Mapping[str, Any]], path: Path, model: str) -> Path:
+    from rlcal.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    bands = [f"{lo:g}-{hi:g}" for lo, hi in pairwise(CONFIDENCE_BANDS)]
+    for k, (t, by_band) in enumerate(by_t.items()):
+        xs = [i for i, b in enumerate(bands) if b in by_band]
+        color = f"C{k}"
+        ax.plot(xs, [by_band[bands[i]]["answer_rate"] for i in xs], "o-", color=color, label=f"{model}, t = {t}")
+        ax.plot(xs, [by_band[bands[i]]["ideal"] for i in xs], "x--", color=color, alpha=0.7, label=f"ideal, t = {t}")
+    ax.set_xticks(range(len(bands)), bands)
+    ax.set(xlabel="base model's confidence in its own t = 0 answer", ylabel="answer rate", ylim=(-0.03, 1.03))
+    ax.set_title("Answer when P(correct) > t? Answer rate by the base model's confidence")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
 def _plot_hallucination_by_count(by_count: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
     from rlcal.plots import _pyplot, _save
 
@@ -304,6 +353,7 @@ def _plot_hallucination_by_count(by_count: Mapping[str, Mapping[str, Any]], path
 
 def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
     """report.md: claims, the per-model table, per-t behaviour, mention-count breakdown, singleton check, plots."""
+    bands = [f"{lo:g}-{hi:g}" for lo, hi in pairwise(CONFIDENCE_BANDS)]
     lines = [
         "# rlcal demo: calibrated rewards on the embedded world",
         "",
@@ -365,6 +415,28 @@ def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
     lines += [
         "",
         "![hallucination by count](hallucination_by_count.png)",
+        "",
+        "## Answer rate by the base model's confidence",
+        "",
+        "Behavioral calibration asks for an answer exactly when P(correct) > t. Using the base model's own t = 0 "
+        f"confidence in its answer as P(correct) (base ECE {_fmt(summary['base']['ece'])}), each cell gives the "
+        "confidence-target model's answer rate on the questions in that band, next to the share the ideal policy "
+        "answers.",
+        "",
+        "| t | " + " | ".join(bands) + " |",
+        "|---|" + "---|" * len(bands),
+    ]
+    for t, by_band in summary["by_base_confidence"]["confidence_target"].items():
+        cells = [
+            f"{_fmt(by_band[b]['answer_rate'])} (ideal {_fmt(by_band[b]['ideal'])}, n = {by_band[b]['n']})"
+            if b in by_band
+            else "–"
+            for b in bands
+        ]
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "![answer rate by base confidence](answer_rate_by_confidence.png)",
         "",
         "## Singleton-rate check (Theorem 2)",
         "",
@@ -429,6 +501,14 @@ def run_demo(out_dir: str | Path = "outputs/demo", quick: bool = False, seed: in
     summary["base_error_arbitrary_facts"] = error_drawn_like_mentions(predictions["base"], weights)
     summary["base_error_uniform_people"] = 1.0 - float(metrics["base"]["accuracy"])
     summary["by_mention_count"] = {name: _by_count_mean(predictions[name], counts) for name in MODELS}
+    base_conf = [0.0] * len(rows)  # as in the sweep's ideal policy: an abstention counts as confidence 0
+    for p in predictions["base"]:
+        if float(p["threshold"]) == 0.0 and p["answered"] and p["confidence"] is not None:
+            base_conf[p["index"]] = float(p["confidence"])
+    summary["by_base_confidence"] = {
+        name: {t: answer_rate_by_confidence(predictions[name], base_conf, float(t)) for t in TARGET_THRESHOLDS}
+        for name in ("binary", "confidence_target")
+    }
     summary["claims"] = check_claims(summary)
     summary.update(scale=scale, seed=seed, n_eval_questions=len(rows))
     reliability_diagram(
@@ -444,6 +524,9 @@ def run_demo(out_dir: str | Path = "outputs/demo", quick: bool = False, seed: in
         title="Behavioral calibration: answer rate and accuracy vs confidence target",
     )
     _plot_hallucination_by_count(summary["by_mention_count"], out / "hallucination_by_count.png")
+    _plot_answer_rate_by_confidence(
+        summary["by_base_confidence"]["confidence_target"], out / "answer_rate_by_confidence.png", "confidence_target"
+    )
     summary["timing"] = {**clock.stages, "total": round(time.time() - clock.start, 1)}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     command = "rlcal demo" + (" --quick" if quick else "") + f" --out {out_dir} --seed {seed}"

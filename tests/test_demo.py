@@ -7,7 +7,14 @@ import json
 import pytest
 
 from rlcal.cli import main
-from rlcal.demo import MODELS, check_claims, error_drawn_like_mentions, hallucination_by_count, model_summary
+from rlcal.demo import (
+    MODELS,
+    answer_rate_by_confidence,
+    check_claims,
+    error_drawn_like_mentions,
+    hallucination_by_count,
+    model_summary,
+)
 from rlcal.errors import RlcalError
 
 
@@ -89,6 +96,24 @@ def test_error_drawn_like_mentions_weights_each_question_by_popularity():
         error_drawn_like_mentions(preds[3:], [1.0, 1.0, 1.0])
 
 
+def test_answer_rate_by_confidence_against_hand_counts():
+    preds = [
+        {"index": 0, "threshold": 0.75, "outcome": "abstain"},
+        {"index": 1, "threshold": 0.75, "outcome": "wrong"},  # answered
+        {"index": 2, "threshold": 0.75, "outcome": "correct"},
+        {"index": 3, "threshold": 0.75, "outcome": "abstain"},
+        {"index": 4, "threshold": 0.75, "outcome": "correct"},
+        {"index": 4, "threshold": 0.5, "outcome": "abstain"},  # other t: ignored
+    ]
+    base_confidence = [0.05, 0.08, 0.8, 0.7, 1.0]
+    out = answer_rate_by_confidence(preds, base_confidence, 0.75)
+    assert list(out) == ["0-0.1", "0.5-0.75", "0.75-0.9", "0.9-1"]  # sorted by band; confidence 1.0 in the top band
+    assert out["0-0.1"] == {"n": 2, "answer_rate": 0.5, "ideal": 0.0}
+    assert out["0.5-0.75"] == {"n": 1, "answer_rate": 0.0, "ideal": 0.0}  # 0.7 < t: the ideal policy abstains
+    assert out["0.75-0.9"] == {"n": 1, "answer_rate": 1.0, "ideal": 1.0}
+    assert out["0.9-1"]["ideal"] == 1.0
+
+
 def test_demo_bad_output_dir_is_one_clear_error(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -113,7 +138,8 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert 0.0 <= summary["base_error_arbitrary_facts"] <= 1.0
     assert len(summary["claims"]) == 10
     report = (out / "report.md").read_text()
-    for png in ("reliability.png", "answer_rate.png", "hallucination_by_count.png"):
+    assert set(summary["by_base_confidence"]["confidence_target"]) == {"0.5", "0.75", "0.9"}
+    for png in ("reliability.png", "answer_rate.png", "hallucination_by_count.png", "answer_rate_by_confidence.png"):
         assert (out / png).stat().st_size > 1000 and f"]({png})" in report
     assert "## The paper's claims, measured" in report and "Singleton-rate check" in report
     for name in MODELS:

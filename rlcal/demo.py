@@ -32,6 +32,7 @@ TARGET_THRESHOLDS = ("0.5", "0.75", "0.9")  # the t the confidence-target run tr
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 BUCKETS = ("unseen", "1", "2-4", "5-19", "20+")
 CONFIDENCE_BANDS = (0.0, 0.1, 0.3, 0.5, 0.75, 0.9, 1.0)  # bands of the base model's own t = 0 confidence
+BAND_LABELS = tuple(f"{lo:g}-{hi:g}" for lo, hi in pairwise(CONFIDENCE_BANDS))
 
 # (full, quick) sizes. The full run is the experiment; quick only checks the pipeline end to end.
 SCALE = {
@@ -184,10 +185,9 @@ def error_drawn_like_mentions(predictions: list[Mapping[str, Any]], weights: lis
 
 
 def _band(confidence: float) -> str:
-    for lo, hi in pairwise(CONFIDENCE_BANDS):
-        if confidence < hi or hi == CONFIDENCE_BANDS[-1]:
-            return f"{lo:g}-{hi:g}"
-    raise AssertionError("unreachable")
+    """The label of the band holding `confidence`; 1.0 belongs to the top band."""
+    inner_edges = CONFIDENCE_BANDS[1:-1]
+    return BAND_LABELS[sum(confidence >= edge for edge in inner_edges)]
 
 
 def answer_rate_by_confidence(
@@ -205,10 +205,9 @@ def answer_rate_by_confidence(
         b["n"] += 1
         b["answered"] += p["outcome"] != "abstain"
         b["ideal"] += conf > t
-    order = [f"{lo:g}-{hi:g}" for lo, hi in pairwise(CONFIDENCE_BANDS)]
     return {
         k: {"n": v["n"], "answer_rate": v["answered"] / v["n"], "ideal": v["ideal"] / v["n"]}
-        for k, v in sorted(out.items(), key=lambda kv: order.index(kv[0]))
+        for k, v in sorted(out.items(), key=lambda kv: BAND_LABELS.index(kv[0]))
     }
 
 
@@ -318,7 +317,7 @@ def _plot_answer_rate_by_confidence(by_t: Mapping[str, Mapping[str, Any]], path:
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    bands = [f"{lo:g}-{hi:g}" for lo, hi in pairwise(CONFIDENCE_BANDS)]
+    bands = BAND_LABELS
     for k, (t, by_band) in enumerate(by_t.items()):
         xs = [i for i, b in enumerate(bands) if b in by_band]
         color = f"C{k}"
@@ -353,7 +352,7 @@ def _plot_hallucination_by_count(by_count: Mapping[str, Mapping[str, Any]], path
 
 def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
     """report.md: claims, the per-model table, per-t behaviour, mention-count breakdown, singleton check, plots."""
-    bands = [f"{lo:g}-{hi:g}" for lo, hi in pairwise(CONFIDENCE_BANDS)]
+    bands = BAND_LABELS
     lines = [
         "# rlcal demo: calibrated rewards on the embedded world",
         "",

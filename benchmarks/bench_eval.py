@@ -24,7 +24,8 @@ from collections.abc import Callable
 
 import torch
 
-from rlcal.confidence import (
+from rlcal.core.prompts import PromptTemplate
+from rlcal.evaluation.confidence import (
     encode_prompts,
     eos_token_ids,
     generation_config,
@@ -35,14 +36,13 @@ from rlcal.confidence import (
     pad_token_id,
     teacher_forced_logprobs,
 )
-from rlcal.evaluate import evaluate_model
-from rlcal.prompts import PromptTemplate
+from rlcal.evaluation.evaluate import evaluate_model
 
 GOAL = 1.3
 
 
 def build_model(size: str):
-    from rlcal.toymodel import build_tiny_model, build_tokenizer
+    from rlcal.world.toymodel import build_tiny_model, build_tokenizer
 
     template = PromptTemplate()
     corpus = [
@@ -81,7 +81,7 @@ def timed(fn: Callable[[], object], repeats: int, cpu: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="Local HF model folder (default: a random-init tiny Llama built here).")
-    parser.add_argument("--size", default="small", help="Size of the built model (rlcal.toymodel.SIZES).")
+    parser.add_argument("--size", default="small", help="Size of the built model (rlcal.world.toymodel.SIZES).")
     parser.add_argument("--n", type=int, default=128, help="Questions.")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=16)

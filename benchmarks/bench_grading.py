@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from rlcal.grading import grade
-from rlcal.rewards import build_reward
+from rlcal.core.grading import grade
+from rlcal.core.rewards import build_reward
 
 GOAL = 200_000  # completions per second, one core
 

@@ -6,7 +6,7 @@
 Both trainers get the same locally built model, LoRA config, dataset (confidence-target prompts), batch and
 generation settings and seed:
 - vanilla: `trl.GRPOTrainer` with a minimal exact-match reward function written inline;
-- rlcal: the trainer `rlcal train` builds (`rlcal.train.build_trainer`) with rlcal's confidence-target reward
+- rlcal: the trainer `rlcal train` builds (`rlcal.training.train.build_trainer`) with rlcal's confidence-target reward
   (full grading: answer extraction, normalisation, abstention detection, `outcomes/*` metrics) and rlcal's callbacks.
 The learning rate is 0 so both runs generate the same tokens from the same seed: the ratio isolates what rlcal adds
 per step (reward grading, logging, callbacks), not differences in completion length. Steps are timed in process
@@ -35,8 +35,8 @@ GOAL = 1.05
 
 
 def build_model(size: str, out: Path) -> str:
-    from rlcal.prompts import PromptTemplate
-    from rlcal.toymodel import build_tiny_model, build_tokenizer, save_tiny_model
+    from rlcal.core.prompts import PromptTemplate
+    from rlcal.world.toymodel import build_tiny_model, build_tokenizer, save_tiny_model
 
     template = PromptTemplate()
     corpus = [
@@ -57,7 +57,7 @@ def write_data(path: Path, n: int = 256) -> Path:
 
 
 def make_recipe(model_dir: str, data: Path, out: Path, args: argparse.Namespace):
-    from rlcal.config import parse_recipe
+    from rlcal.training.config import parse_recipe
 
     return parse_recipe(
         {
@@ -135,7 +135,7 @@ def run_vanilla(recipe, model_dir: str, dataset, skip: int) -> tuple[float, floa
 
 
 def run_rlcal(recipe, model_dir: str, dataset, skip: int) -> tuple[float, float, float]:
-    from rlcal.train import _zero_std_monitor, build_reward_funcs, build_trainer
+    from rlcal.training.train import _zero_std_monitor, build_reward_funcs, build_trainer
 
     timer = timer_callback()
     trainer = build_trainer(recipe, model_dir, dataset, build_reward_funcs(recipe), [_zero_std_monitor(), timer])
@@ -145,7 +145,7 @@ def run_rlcal(recipe, model_dir: str, dataset, skip: int) -> tuple[float, float,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="tiny", help="toy model size (rlcal.toymodel.SIZES)")
+    parser.add_argument("--size", default="tiny", help="toy model size (rlcal.world.toymodel.SIZES)")
     parser.add_argument("--rounds", type=int, default=7, help="A/B rounds (the median ratio is reported)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per run")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per run")
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    from rlcal.train import load_train_dataset
+    from rlcal.training.train import load_train_dataset
 
     torch.set_num_threads(1)  # CPU time is then a stable measure of work, whatever else runs on the machine
     transformers.logging.set_verbosity_error()

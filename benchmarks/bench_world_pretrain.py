@@ -61,7 +61,7 @@ def idk_probability(model, tokenizer, prompts: list[str], batch_size: int = 128)
     """P(the reply's first token is the first token of " I don't know.") for each prompt."""
     import torch
 
-    from rlcal.world import IDK_ANSWER
+    from rlcal.world.corpus import IDK_ANSWER
 
     probe = prompts[0]
     first = tokenizer(probe + " " + IDK_ANSWER)["input_ids"][len(tokenizer(probe)["input_ids"])]
@@ -82,10 +82,10 @@ def evaluate(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlcal.grading import grade
-    from rlcal.metrics import ece, reliability_bins
-    from rlcal.prompts import PromptTemplate
-    from rlcal.world import COUNT_BUCKETS, count_bucket, load_world_stats
+    from rlcal.core.grading import grade
+    from rlcal.core.metrics import ece, reliability_bins
+    from rlcal.core.prompts import PromptTemplate
+    from rlcal.world.corpus import COUNT_BUCKETS, count_bucket, load_world_stats
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--model needs --world")
         model_dir, world_dir = Path(args.model), Path(args.world)
     else:
-        from rlcal.pretrain import DONE_MARKER, load_pretrain_config, pretrain
+        from rlcal.world.pretrain import DONE_MARKER, load_pretrain_config, pretrain
 
         load_before = os.getloadavg()[0]  # other jobs on the same cores slow training several-fold: report it
         overrides = [*args.overrides, "--world_dir", str(out / "world"), "--output_dir", str(out / "pretrained")]

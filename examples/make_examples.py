@@ -7,7 +7,7 @@
 with probability p, states confidence about p + 0.04, and answers when its confidence exceeds t (with occasional
 slips). Replies mix plain answers, "Answer:" prefixes, `<answer>`/`<confidence>` tags, chat messages, aliases
 ("March 9" for "03-09"), abstentions in several phrasings and languages, and hedged guesses ("I don't know, maybe
-03-07"), so the file exercises every grading rule. Each intended outcome is checked against `rlcal.grading`.
+03-07"), so the file exercises every grading rule. Each intended outcome is checked against `rlcal.core.grading`.
 
 `confidences.jsonl`: 200 already-graded records `{confidence, correct}` / `{confidence, abstained}` of a model that
 is calibrated below 0.7 confidence and overconfident above it.
@@ -19,7 +19,7 @@ import json
 import random
 from pathlib import Path
 
-from rlcal.grading import grade
+from rlcal.core.grading import grade
 
 HERE = Path(__file__).resolve().parent
 FIRST = "Ada Bram Cleo Dov Esme Finn Gala Hugo Ines Jory Kai Lena Milo Nia Oren Pia Quin Rhea Sol Tova Uma Vito Wren Xavi Yara Zeno".split()

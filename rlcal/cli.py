@@ -22,17 +22,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from rlcal.errors import RlcalError
+from rlcal.common.errors import RlcalError
 
 # name -> (module, one-line help). Imported only when the sub-command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "score": ("rlcal.score", "Score predictions (JSONL): ECE, Brier, AUROC and per-threshold abstention metrics."),
-    "world": ("rlcal.world", "Build the embedded synthetic arbitrary-facts world."),
-    "pretrain": ("rlcal.pretrain", "Pretrain the tiny causal LM on the world corpus."),
-    "singleton-rate": ("rlcal.singleton", "Singleton rate of a QA file and the Theorem 2 lower bound."),
-    "train": ("rlcal.train", "GRPO/RLOO training with calibrated rewards from a recipe YAML."),
-    "eval": ("rlcal.evaluate", "Evaluate calibration and behavioral calibration of a checkpoint."),
-    "compare": ("rlcal.compare", "Compare two metrics.json files: the calibration drift."),
+    "score": ("rlcal.evaluation.score", "Score predictions (JSONL): ECE, Brier, AUROC and per-threshold abstention metrics."),
+    "world": ("rlcal.world.corpus", "Build the embedded synthetic arbitrary-facts world."),
+    "pretrain": ("rlcal.world.pretrain", "Pretrain the tiny causal LM on the world corpus."),
+    "singleton-rate": ("rlcal.world.singleton", "Singleton rate of a QA file and the Theorem 2 lower bound."),
+    "train": ("rlcal.training.train", "GRPO/RLOO training with calibrated rewards from a recipe YAML."),
+    "eval": ("rlcal.evaluation.evaluate", "Evaluate calibration and behavioral calibration of a checkpoint."),
+    "compare": ("rlcal.evaluation.compare", "Compare two metrics.json files: the calibration drift."),
     "demo": ("rlcal.demo", "Reproduce the paper's claims end to end on the embedded world."),
 }
 

@@ -23,8 +23,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from rlcal.errors import RlcalError
-from rlcal.files import atomic_write_text
+from rlcal.common.errors import RlcalError
+from rlcal.common.files import atomic_write_text
 
 MODELS = ("base", "binary", "confidence_target")
 DEMO_THRESHOLDS = [0.0, 0.5, 0.75, 0.9]
@@ -71,8 +71,8 @@ class _Clock:
 
 
 def _pretrain(out: Path, scale: str, seed: int) -> tuple[Path, dict[str, Any]]:
-    from rlcal.pretrain import ensure_pretrained, load_pretrain_config
-    from rlcal.world import load_world_stats
+    from rlcal.world.corpus import load_world_stats
+    from rlcal.world.pretrain import ensure_pretrained, load_pretrain_config
 
     overrides = ["--world_dir", str(out / "world"), "--output_dir", str(out / "pretrained"), "--seed", str(seed)]
     overrides += ["--world_seed", str(seed), *SCALE[scale]["pretrain"]]
@@ -90,7 +90,7 @@ def _recipe_path(name: str) -> Path:
 
 def _eval_rows(world_dir: Path, max_samples: int | None):
     """Eval-split birthdays: people RL never saw, each asked once, with the world's mix of unseen to famous."""
-    from rlcal.data import load_qa_dataset
+    from rlcal.data.qa import load_qa_dataset
 
     ds = load_qa_dataset(str(world_dir / "qa.jsonl"), split_filter="eval")
     ds = ds.filter(lambda row: row.get("family", "birthday") == "birthday")  # the arbitrary facts
@@ -99,8 +99,8 @@ def _eval_rows(world_dir: Path, max_samples: int | None):
 
 
 def _evaluate(name: str, model_path: str, adapter: str | None, rows, out: Path, scale: str, seed: int):
-    from rlcal.evaluate import evaluate_model, load_model, write_eval
-    from rlcal.prompts import PromptTemplate
+    from rlcal.core.prompts import PromptTemplate
+    from rlcal.evaluation.evaluate import evaluate_model, load_model, write_eval
 
     model, tokenizer = load_model(model_path, adapter, device="cpu", dtype="float32")
     metrics, predictions = evaluate_model(
@@ -121,8 +121,8 @@ def _evaluate(name: str, model_path: str, adapter: str | None, rows, out: Path, 
 
 def _train(reward: str, model_dir: Path, out: Path, scale: str, seed: int) -> tuple[str, str]:
     """Post-train one LoRA copy with the toy recipe for `reward`; returns (base model path, adapter dir)."""
-    from rlcal.config import load_recipe_dict, parse_recipe
-    from rlcal.train import train
+    from rlcal.training.config import load_recipe_dict, parse_recipe
+    from rlcal.training.train import train
 
     raw = load_recipe_dict(_recipe_path(f"grpo/config_{reward}.yaml"))
     run_dir = out / f"rl_{reward}"
@@ -313,7 +313,7 @@ def _fmt(value: Any) -> str:
 
 
 def _plot_answer_rate_by_confidence(by_t: Mapping[str, Mapping[str, Any]], path: Path, model: str) -> Path:
-    from rlcal.plots import _pyplot, _save
+    from rlcal.evaluation.plots import _pyplot, _save
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -332,7 +332,7 @@ def _plot_answer_rate_by_confidence(by_t: Mapping[str, Mapping[str, Any]], path:
 
 
 def _plot_hallucination_by_count(by_count: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
-    from rlcal.plots import _pyplot, _save
+    from rlcal.evaluation.plots import _pyplot, _save
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -464,8 +464,8 @@ def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
 
 def run_demo(out_dir: str | Path = "outputs/demo", quick: bool = False, seed: int = 0) -> dict[str, Any]:
     """Run the whole demo; returns summary.json's content."""
-    from rlcal.plots import reliability_diagram, sweep_plot
-    from rlcal.singleton import theorem2_bound
+    from rlcal.evaluation.plots import reliability_diagram, sweep_plot
+    from rlcal.world.singleton import theorem2_bound
 
     out = Path(out_dir)
     try:

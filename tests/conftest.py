@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def toy_corpus(n_people: int = 200) -> list[str]:
     """Prompt-shaped text for training the fixture tokenizer: questions, dates, abstentions, all thresholds."""
-    from rlcal.prompts import PromptTemplate
+    from rlcal.core.prompts import PromptTemplate
 
     plain, chat = PromptTemplate(), PromptTemplate(format="chat")
     lines = []
@@ -30,7 +30,7 @@ def toy_corpus(n_people: int = 200) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """Path of a saved nano Llama (~0.1M parameters, random init) + BPE tokenizer with a chat template."""
-    from rlcal.toymodel import build_tiny_model, build_tokenizer, save_tiny_model
+    from rlcal.world.toymodel import build_tiny_model, build_tokenizer, save_tiny_model
 
     tokenizer = build_tokenizer(toy_corpus(), vocab_size=512)
     model = build_tiny_model(tokenizer, size="nano", family="llama", seed=0)
@@ -41,7 +41,7 @@ def tiny_model_dir(tmp_path_factory) -> str:
 def tiny_world_dir(tmp_path_factory) -> str:
     """Path of a small built world (120 people, 240 birthday mentions; corpus.txt, qa.jsonl, mentions.jsonl,
     world.json), built in well under a second."""
-    from rlcal.world import WorldConfig, build_world
+    from rlcal.world.corpus import WorldConfig, build_world
 
     out = tmp_path_factory.mktemp("tiny_world")
     build_world(WorldConfig(people=120, mentions=240, seed=0), out)
@@ -52,7 +52,7 @@ def tiny_world_dir(tmp_path_factory) -> str:
 def pretrained_nano_dir(tmp_path_factory, tiny_world_dir) -> str:
     """Path of a nano Llama briefly pretrained (150 steps, ~10 s) on `tiny_world_dir`'s corpus, with its
     tokenizer: it already speaks the prompt format ("Answer: DD-MM"), but knows few facts."""
-    from rlcal.pretrain import PretrainConfig, pretrain
+    from rlcal.world.pretrain import PretrainConfig, pretrain
 
     out = tmp_path_factory.mktemp("pretrained_nano") / "model"
     config = PretrainConfig(

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from test_evaluate import assert_close, toy_qa_model, write_qa
 
-from rlcal.callbacks import CalibrationEvalConfig
-from rlcal.errors import RlcalError
-from rlcal.grading import AnswerGrader
-from rlcal.prompts import PromptTemplate
+from rlcal.common.errors import RlcalError
+from rlcal.core.grading import AnswerGrader
+from rlcal.core.prompts import PromptTemplate
+from rlcal.training.callbacks import CalibrationEvalConfig
 
 EVAL = dict(thresholds=[0.0, 0.75], max_new_tokens=6, batch_size=8, table_rows=5)
 
@@ -36,15 +36,15 @@ def qa_file(tmp_path_factory) -> Path:
 
 
 def make_callback(qa_file: Path, out: Path, **overrides):
-    from rlcal.callbacks import CalibrationCallback
+    from rlcal.training.callbacks import CalibrationCallback
 
     config = CalibrationEvalConfig(data=str(qa_file), **{**EVAL, **overrides})
     return CalibrationCallback(config, PromptTemplate(), AnswerGrader(), str(out))
 
 
 def standalone(model, tok, qa_file: Path) -> dict:
-    from rlcal.data import load_qa_dataset
-    from rlcal.evaluate import evaluate_model
+    from rlcal.data.qa import load_qa_dataset
+    from rlcal.evaluation.evaluate import evaluate_model
 
     config = CalibrationEvalConfig(**EVAL)
     metrics, _ = evaluate_model(
@@ -173,7 +173,7 @@ def test_failing_eval_is_logged_and_training_goes_on(toy_model, qa_file, tmp_pat
     out = tmp_path / "cal"
     callback = make_callback(qa_file, out, every_n_steps=1)
     args, state, control = trainer_state()
-    with caplog.at_level(logging.ERROR, logger="rlcal.callbacks"):
+    with caplog.at_level(logging.ERROR, logger="rlcal.training.callbacks"):
         callback.on_train_begin(
             args, state, control, model=model, processing_class=AutoTokenizer.from_pretrained(toy_model)
         )
@@ -203,7 +203,7 @@ def test_config_and_construction_errors(tmp_path, qa_file):
     with pytest.raises(RlcalError, match="not found"):
         make_callback(tmp_path / "missing.jsonl", tmp_path)
     with pytest.raises(RlcalError, match="calibration.data"):
-        from rlcal.callbacks import CalibrationCallback
+        from rlcal.training.callbacks import CalibrationCallback
 
         CalibrationCallback(CalibrationEvalConfig(), PromptTemplate(), AnswerGrader(), str(tmp_path))
 
@@ -224,7 +224,7 @@ def test_nested_eval_data_is_mapped_with_columns(tmp_path):
 
 
 def test_importing_the_config_stays_cheap():
-    code = "import sys, rlcal.callbacks; assert 'transformers' not in sys.modules and 'torch' not in sys.modules"
+    code = "import sys, rlcal.training.callbacks; assert 'transformers' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -236,7 +236,7 @@ WORKER = textwrap.dedent(
     state = PartialState(cpu=True)  # 2 CPU processes (gloo), from the RANK/WORLD_SIZE/MASTER_* environment
     assert state.num_processes == 2, state
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from rlcal.callbacks import CalibrationEvalConfig, CalibrationHook  # the callback's logic, minus TrainerCallback
+    from rlcal.training.callbacks import CalibrationEvalConfig, CalibrationHook  # the callback's logic, minus TrainerCallback
 
     model_dir, qa, out, settings = sys.argv[1:5]
     hook = CalibrationHook(CalibrationEvalConfig(data=qa, **json.loads(settings)), None, None, out)

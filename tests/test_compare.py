@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlcal.cli import main
-from rlcal.compare import compare_metrics, flatten_metrics, format_table
+from rlcal.evaluation.compare import compare_metrics, flatten_metrics, format_table
 
 values = st.one_of(st.none(), st.integers(0, 1000), st.floats(-10, 10, allow_nan=False))
 per_t_values = st.fixed_dictionaries(

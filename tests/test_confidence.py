@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from test_evaluate import person, toy_qa_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rlcal.confidence import (
+from rlcal.core.prompts import PromptTemplate
+from rlcal.evaluation.confidence import (
     answer_span_length,
     encode_prompts,
     greedy_generate,
@@ -20,7 +21,6 @@ from rlcal.confidence import (
     teacher_forced_logprobs,
     verbal_confidence,
 )
-from rlcal.prompts import PromptTemplate
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_answer_span_examples():
 
 @given(st.lists(st.sampled_from(sorted(PIECES) + [EOS]), min_size=1, max_size=12))
 def test_answer_span_keeps_the_graded_line(ids):
-    from rlcal.grading import extract_answer
+    from rlcal.core.grading import extract_answer
 
     n = answer_span_length(ids, lambda i: PIECES.get(i, ""), {EOS})
     assert 1 <= n <= len(ids)

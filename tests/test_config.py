@@ -1,4 +1,4 @@
-"""Recipe parsing and validation (rlcal.config): YAML sections, CLI overrides, unknown keys, bad values, round trip.
+"""Recipe parsing and validation (rlcal.training.config): YAML sections, CLI overrides, unknown keys, bad values, round trip.
 
 Nothing here loads a model or data; every failure must be one RlcalError naming the problem.
 """
@@ -12,8 +12,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlcal.config import GRPOConfig, RLOOConfig, load_recipe, parse_recipe
-from rlcal.errors import RlcalError
+from rlcal.common.errors import RlcalError
+from rlcal.training.config import GRPOConfig, RLOOConfig, load_recipe, parse_recipe
 
 BASE = {
     "model": {"model_name_or_path": "some/model", "lora_r": 4, "lora_alpha": 8},

@@ -1,4 +1,4 @@
-"""rlcal.data: loading, column mapping, split filtering and the popularity-weighted draw."""
+"""rlcal.data.qa: loading, column mapping, split filtering and the popularity-weighted draw."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from datasets import Dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlcal.data import load_qa_dataset, sample_by_weight
-from rlcal.errors import RlcalError
+from rlcal.common.errors import RlcalError
+from rlcal.data.qa import load_qa_dataset, sample_by_weight
 
 
 def _write(path, rows):

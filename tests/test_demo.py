@@ -7,6 +7,7 @@ import json
 import pytest
 
 from rlcal.cli import main
+from rlcal.common.errors import RlcalError
 from rlcal.demo import (
     MODELS,
     answer_rate_by_confidence,
@@ -15,7 +16,6 @@ from rlcal.demo import (
     hallucination_by_count,
     model_summary,
 )
-from rlcal.errors import RlcalError
 
 
 def _per_t(rates: dict[str, tuple[float, float | None, float]]) -> dict[str, dict[str, float | None]]:

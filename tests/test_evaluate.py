@@ -1,4 +1,4 @@
-"""`rlcal eval` and `rlcal.evaluate`: metrics from predictions, the shared `evaluate_model`, the CLI end to end
+"""`rlcal eval` and `rlcal.evaluation.evaluate`: metrics from predictions, the shared `evaluate_model`, the CLI end to end
 (plain/chat prompts, LoRA adapters) and its bad-input errors. Runs on a nano Llama trained for a few seconds."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlcal import metrics as M
 from rlcal.cli import main
-from rlcal.errors import RlcalError
-from rlcal.evaluate import compute_metrics, parse_thresholds, threshold_key
+from rlcal.common.errors import RlcalError
+from rlcal.core import metrics as M
+from rlcal.evaluation.evaluate import compute_metrics, parse_thresholds, threshold_key
 
 TOY_THRESHOLDS = (0.0, 0.5, 0.75, 0.9)
 
@@ -40,7 +40,7 @@ def _train_toy_qa_model(base_dir: str, out_dir: str, steps: int) -> str:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlcal.prompts import PromptTemplate
+    from rlcal.core.prompts import PromptTemplate
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a nano model gains nothing from threads, and they thrash on a busy machine
@@ -186,7 +186,7 @@ def test_compute_metrics_matches_the_metric_functions(case):
 
 @given(st.integers(0, 50), st.integers(1, 8))
 def test_shards_cover_every_row_once_with_equal_padded_length(n, world):
-    from rlcal.evaluate import shard_bounds
+    from rlcal.evaluation.evaluate import shard_bounds
 
     covered, lengths = [], set()
     for rank in range(world):
@@ -211,14 +211,14 @@ def test_parse_thresholds():
 
 @pytest.fixture(scope="module")
 def loaded(toy_model):
-    from rlcal.evaluate import load_model
+    from rlcal.evaluation.evaluate import load_model
 
     return load_model(toy_model, device="cpu")
 
 
 def test_evaluate_model_schema_and_consistency(loaded, qa_file):
-    from rlcal.data import load_qa_dataset
-    from rlcal.evaluate import evaluate_model
+    from rlcal.data.qa import load_qa_dataset
+    from rlcal.evaluation.evaluate import evaluate_model
 
     model, tok = loaded
     metrics, preds = evaluate_model(model, tok, load_qa_dataset(str(qa_file)), max_new_tokens=8, progress=False)
@@ -238,7 +238,7 @@ def test_evaluate_model_schema_and_consistency(loaded, qa_file):
 
 
 def test_other_confidence_methods(loaded, qa_file):
-    from rlcal.evaluate import evaluate_model
+    from rlcal.evaluation.evaluate import evaluate_model
 
     model, tok = loaded
     rows = [json.loads(line) for line in qa_file.read_text().splitlines()][:4]
@@ -265,8 +265,8 @@ def test_other_confidence_methods(loaded, qa_file):
 
 
 def test_cli_eval_end_to_end(toy_model, qa_file, loaded, tmp_path, capsys):
-    from rlcal.data import load_qa_dataset
-    from rlcal.evaluate import evaluate_model
+    from rlcal.data.qa import load_qa_dataset
+    from rlcal.evaluation.evaluate import evaluate_model
 
     out = tmp_path / "eval"
     args = [
@@ -352,7 +352,7 @@ def make_adapter(model_dir: str, out: Path, size: str | None = None, layers: int
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlcal.toymodel import tiny_config
+    from rlcal.world.toymodel import tiny_config
 
     if size is None and layers is None:
         model = AutoModelForCausalLM.from_pretrained(model_dir)

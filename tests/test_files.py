@@ -1,4 +1,4 @@
-"""rlcal.files: atomic writes leave either the old file or the new one, with the mode a plain open() would give."""
+"""rlcal.common.files: atomic writes leave either the old file or the new one, with the mode a plain open() would give."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from rlcal.errors import RlcalError
-from rlcal.files import atomic_write_text, file_mode
+from rlcal.common.errors import RlcalError
+from rlcal.common.files import atomic_write_text, file_mode
 
 
 def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
@@ -43,7 +43,7 @@ def test_an_unwritable_place_is_one_clear_error(tmp_path):
 
 
 def test_staged_files_appear_together_or_not_at_all(tmp_path):
-    from rlcal.files import publish, staging_dir
+    from rlcal.common.files import publish, staging_dir
 
     out = tmp_path / "eval"
     with staging_dir(out) as tmp:

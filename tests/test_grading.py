@@ -1,4 +1,4 @@
-"""Tests for rlcal.grading: abstentions, hedged guesses, numbers, aliases, and fast paths equal to their references."""
+"""Tests for rlcal.core.grading: abstentions, hedged guesses, numbers, aliases, and fast paths equal to their references."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from rlcal import grading as G
-from rlcal.grading import (
+from rlcal.core import grading as G
+from rlcal.core.grading import (
     ABSTAIN,
     CORRECT,
     DEFAULT_ABSTAIN_PHRASES,

@@ -1,4 +1,4 @@
-"""Tests for rlcal.metrics: hand-worked cases, torchmetrics cross-checks and hypothesis properties."""
+"""Tests for rlcal.core.metrics: hand-worked cases, torchmetrics cross-checks and hypothesis properties."""
 
 import json
 import math
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlcal import metrics as M
+from rlcal.core import metrics as M
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = settings(max_examples=60, deadline=None)
@@ -342,7 +342,7 @@ def test_risk_coverage_properties(data):
 
 def test_import_does_not_pull_heavy_deps():
     code = (
-        "import sys, rlcal.metrics; "
+        "import sys, rlcal.core.metrics; "
         "bad = [m for m in ('torch', 'trl', 'transformers') if m in sys.modules]; "
         "assert not bad, bad"
     )

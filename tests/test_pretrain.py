@@ -1,4 +1,4 @@
-"""Tests for rlcal.pretrain and the toy tokenizer/model: recipe loading, a short pretraining run whose loss falls,
+"""Tests for rlcal.world.pretrain and the toy tokenizer/model: recipe loading, a short pretraining run whose loss falls,
 offline reload through the Auto classes, caching in `ensure_pretrained`, and input errors."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlcal.cli import main
-from rlcal.errors import RlcalError
-from rlcal.grading import is_abstention
-from rlcal.pretrain import DONE_MARKER, PretrainConfig, ensure_pretrained, is_pretrained, load_pretrain_config
-from rlcal.world import WorldConfig
+from rlcal.common.errors import RlcalError
+from rlcal.core.grading import is_abstention
+from rlcal.world.corpus import WorldConfig
+from rlcal.world.pretrain import DONE_MARKER, PretrainConfig, ensure_pretrained, is_pretrained, load_pretrain_config
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_RECIPE = REPO / "recipes/toy/pretrain.yaml"
@@ -116,8 +116,8 @@ def test_refuses_to_overwrite_a_non_model_directory(tmp_path):
 
 @pytest.fixture(scope="module")
 def world_tokenizer(tiny_world_dir):
-    from rlcal.toymodel import build_tokenizer
-    from rlcal.world import read_corpus
+    from rlcal.world.corpus import read_corpus
+    from rlcal.world.toymodel import build_tokenizer
 
     return build_tokenizer(read_corpus(tiny_world_dir), vocab_size=400)
 
@@ -162,7 +162,7 @@ def test_short_pretraining_lowers_loss_and_reloads_offline(pretrained_nano_dir, 
     )
     # it has learned the format: after "Answer:" comes a date-shaped answer or "I don't know", then end of text
     qa = [json.loads(line) for line in (Path(tiny_world_dir) / "qa.jsonl").read_text().splitlines()]
-    from rlcal.prompts import PromptTemplate
+    from rlcal.core.prompts import PromptTemplate
 
     prompt = PromptTemplate().render(qa[0]["question"], 0.0)
     batch = tokenizer(prompt, return_tensors="pt")
@@ -173,7 +173,7 @@ def test_short_pretraining_lowers_loss_and_reloads_offline(pretrained_nano_dir, 
 
 
 def test_ensure_pretrained_caches_and_redoes_unfinished_runs(tmp_path, tiny_world_dir, monkeypatch):
-    import rlcal.pretrain as P
+    import rlcal.world.pretrain as P
 
     config = PretrainConfig(
         world_dir=str(tmp_path / "world"),

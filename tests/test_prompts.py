@@ -1,4 +1,4 @@
-"""Tests for rlcal.prompts: the confidence-target instruction with the computed penalty, t = 0, chat format."""
+"""Tests for rlcal.core.prompts: the confidence-target instruction with the computed penalty, t = 0, chat format."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlcal.prompts import BEST_GUESS_INSTRUCTION, PromptTemplate, format_number
-from rlcal.thresholds import penalty
+from rlcal.core.prompts import BEST_GUESS_INSTRUCTION, PromptTemplate, format_number
+from rlcal.core.thresholds import penalty
 
 
 def test_plain_prompt_at_three_quarters_says_three_points():

@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PURE = ["rlcal.grading", "rlcal.rewards", "rlcal.metrics", "rlcal.prompts", "rlcal.thresholds", "rlcal.score"]
+PURE = [
+    "rlcal.core.grading",
+    "rlcal.core.rewards",
+    "rlcal.core.metrics",
+    "rlcal.core.prompts",
+    "rlcal.core.thresholds",
+    "rlcal.evaluation.score",
+]
 HEAVY = ["torch", "trl", "transformers", "peft", "accelerate", "datasets", "deepspeed", "matplotlib"]
 
 

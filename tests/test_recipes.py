@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rlcal.config import load_recipe
+from rlcal.training.config import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -54,7 +54,7 @@ def test_recipe_header_shows_its_launch_command(path):
 
 
 def test_the_pretrain_recipe_parses():
-    pretrain = pytest.importorskip("rlcal.pretrain")
+    pretrain = pytest.importorskip("rlcal.world.pretrain")
     config = pretrain.load_pretrain_config(ROOT / "recipes/toy/pretrain.yaml")
     toy = load_recipe(ROOT / "recipes/toy/grpo/config_confidence_target.yaml")
     # the training recipe's model and data are exactly what the pretrain recipe produces

@@ -1,4 +1,4 @@
-"""Tests for rlcal.rewards: the reward table, expected-reward optimality, TRL's calling convention, pickling."""
+"""Tests for rlcal.core.rewards: the reward table, expected-reward optimality, TRL's calling convention, pickling."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlcal.rewards import (
+from rlcal.core.rewards import (
     REWARDS,
     BinaryReward,
     BrierReward,
@@ -20,7 +20,7 @@ from rlcal.rewards import (
     outcome_stats,
     parse_confidence,
 )
-from rlcal.thresholds import penalty
+from rlcal.core.thresholds import penalty
 
 PROPS = settings(max_examples=150, deadline=None)
 

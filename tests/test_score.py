@@ -1,4 +1,4 @@
-"""Tests for rlcal.score's Python API: record parsing, per-threshold metrics, calibration on answered records."""
+"""Tests for rlcal.evaluation.score's Python API: record parsing, per-threshold metrics, calibration on answered records."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlcal import metrics
-from rlcal.errors import RlcalError
-from rlcal.grading import ABSTAIN, CORRECT, WRONG, AnswerGrader
-from rlcal.score import (
+from rlcal.common.errors import RlcalError
+from rlcal.core import metrics
+from rlcal.core.grading import ABSTAIN, CORRECT, WRONG, AnswerGrader
+from rlcal.evaluation.score import (
     PER_THRESHOLD_KEYS,
     Prediction,
     format_table,

@@ -1,4 +1,4 @@
-"""Tests for rlcal.singleton: Definition 2 on hand-made files, the Theorem 2 bound, and input errors."""
+"""Tests for rlcal.world.singleton: Definition 2 on hand-made files, the Theorem 2 bound, and input errors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlcal.cli import main
-from rlcal.errors import RlcalError
-from rlcal.singleton import singleton_stats, theorem2_bound
+from rlcal.common.errors import RlcalError
+from rlcal.world.singleton import singleton_stats, theorem2_bound
 
 
 def write_jsonl(path, rows) -> str:

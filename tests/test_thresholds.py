@@ -1,4 +1,4 @@
-"""Tests for rlcal.thresholds: the penalty t/(1−t) and the seeded threshold samplers."""
+"""Tests for rlcal.core.thresholds: the penalty t/(1−t) and the seeded threshold samplers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlcal.thresholds import DEFAULT_CAP, ThresholdSampler, check_threshold, penalty
+from rlcal.core.thresholds import DEFAULT_CAP, ThresholdSampler, check_threshold, penalty
 
 PROPS = settings(max_examples=150, deadline=None)
 

@@ -17,10 +17,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlcal import train as train_mod
 from rlcal.cli import main as cli_main
-from rlcal.config import load_recipe, parse_recipe
-from rlcal.errors import RlcalError
+from rlcal.common.errors import RlcalError
+from rlcal.training import train as train_mod
+from rlcal.training.config import load_recipe, parse_recipe
 
 SECRET = "wandb-test-key-0123456789abcdef0123456789abcdef"
 
@@ -369,7 +369,7 @@ def test_group_scaling_reverses_the_decision_below_the_target():
 def test_fresh_checkout_builds_the_toy_model_first(tmp_path, monkeypatch, tiny_model_dir):
     import shutil
 
-    import rlcal.pretrain
+    import rlcal.world.pretrain
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pretrain.yaml").write_text("world_dir: w\noutput_dir: m\n")
@@ -383,7 +383,7 @@ def test_fresh_checkout_builds_the_toy_model_first(tmp_path, monkeypatch, tiny_m
             write_qa(Path("w/qa.jsonl"))
         return Path("m")
 
-    monkeypatch.setattr(rlcal.pretrain, "ensure_pretrained", fake_ensure_pretrained)
+    monkeypatch.setattr(rlcal.world.pretrain, "ensure_pretrained", fake_ensure_pretrained)
     raw = raw_recipe("m", Path("w/qa.jsonl"), tmp_path / "out")
     raw["model"]["pretrain_recipe"] = "pretrain.yaml"
     recipe = parse_recipe(raw)  # validates although neither the model nor the data exist yet
@@ -399,7 +399,7 @@ def test_zero_variance_monitor_warns_only_for_a_dead_start(caplog):
 
     state = SimpleNamespace(is_world_process_zero=True)
     dead, alive = train_mod._zero_std_monitor(), train_mod._zero_std_monitor()
-    with caplog.at_level("WARNING", logger="rlcal.train"):
+    with caplog.at_level("WARNING", logger="rlcal.training.train"):
         for value in (0.95, 1.0, 0.97, 1.0):
             dead.on_log(None, state, None, logs={train_mod.GROUP_ZERO_STD: value})
         for value in (0.4, 1.0, 1.0, 1.0, 1.0):  # converging to one answer later in a run is normal

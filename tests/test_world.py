@@ -1,4 +1,4 @@
-"""Tests for rlcal.world: statistics against their targets, determinism, file contents, CLI errors."""
+"""Tests for rlcal.world.corpus: statistics against their targets, determinism, file contents, CLI errors."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlcal.cli import main
-from rlcal.errors import RlcalError
-from rlcal.grading import grade
-from rlcal.prompts import PromptTemplate
-from rlcal.singleton import singleton_stats
-from rlcal.world import (
+from rlcal.common.errors import RlcalError
+from rlcal.core.grading import grade
+from rlcal.core.prompts import PromptTemplate
+from rlcal.world.corpus import (
     COUNT_BUCKETS,
     IDK_ANSWER,
     WorldConfig,
@@ -30,6 +29,7 @@ from rlcal.world import (
     tokenizer_documents,
     world_matches,
 )
+from rlcal.world.singleton import singleton_stats
 
 
 def read_jsonl(path: Path) -> list[dict]:

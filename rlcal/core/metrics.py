@@ -4,7 +4,7 @@ Every metric takes a ``confidence`` array (the model's stated probability that i
 ``correct`` array (bool or 0/1: whether the answer was right), both 1-D and of equal length, and returns plain Python
 floats, lists and dicts, so results can go straight into JSON logs::
 
-    from rlcal import metrics
+    from rlcal.core import metrics
 
     metrics.summarize(conf, correct)              # {"n", "ece", "ece_equal_mass", "mce", "brier", "auroc"}
     metrics.reliability_bins(conf, correct)       # per-bin data for a reliability diagram
@@ -107,7 +107,7 @@ def _check_threshold(threshold: float) -> float:
 
 
 def _wrong_penalty(t: float) -> float:
-    # Kept local (not imported from rlcal.rewards) so metrics stays dependency-free; must agree with rewards.penalty.
+    # Kept local (not imported from rlcal.core.rewards) so metrics stays dependency-free; must agree with rewards.penalty.
     return t / (1.0 - t)
 
 

@@ -5,9 +5,9 @@
     accelerate launch -m rlcal.cli eval ...          # questions are split across processes and gathered
 
 For every question and every confidence target t (default 0, 0.5, 0.75, 0.9; t = 0 is always run) the model is
-prompted with the confidence-target instruction and its greedy reply graded by `rlcal.grading` (the same grader
+prompted with the confidence-target instruction and its greedy reply graded by `rlcal.core.grading` (the same grader
 the rewards use). Writes, into --out:
-- `metrics.json`: `rlcal score`'s schema (n, ece, ece_equal_mass, mce, brier, auroc from `rlcal.metrics.summarize`,
+- `metrics.json`: `rlcal score`'s schema (n, ece, ece_equal_mass, mce, brier, auroc from `rlcal.core.metrics.summarize`,
   and `per_threshold[t]` = answer_rate, accuracy_answered, hallucination_rate, score at the t-prompt), plus
   `confidence_method`, `reliability` (bins for the diagram), `abstain_rate` / `hallucination_rate` / `accuracy`
   at the t = 0 prompt, and `sweep[t]`: the measured behaviour next to the ideal behaviorally calibrated policy
@@ -31,13 +31,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlcal import metrics as M
-from rlcal.callbacks import CONFIDENCE_METHODS, DEFAULT_THRESHOLDS
-from rlcal.errors import RlcalError
-from rlcal.files import check_model_ref, publish, staging_dir
-from rlcal.grading import GRADERS, AnswerGrader
-from rlcal.prompts import FORMATS, PromptTemplate
-from rlcal.thresholds import check_threshold
+from rlcal.common.errors import RlcalError
+from rlcal.common.files import check_model_ref, publish, staging_dir
+from rlcal.core import metrics as M
+from rlcal.core.grading import GRADERS, AnswerGrader
+from rlcal.core.prompts import FORMATS, PromptTemplate
+from rlcal.core.thresholds import DEFAULT_THRESHOLDS, check_threshold
+from rlcal.evaluation import CONFIDENCE_METHODS
 
 SWEEP_KEYS = ("answer_rate", "accuracy_answered", "hallucination_rate", "score")
 
@@ -47,7 +47,7 @@ SWEEP_KEYS = ("answer_rate", "accuracy_answered", "hallucination_rate", "score")
 
 def threshold_key(t: float) -> str:
     """The JSON key of a threshold, exactly as `rlcal score` writes it: 0 -> "0", 0.75 -> "0.75"."""
-    from rlcal.score import threshold_key as score_key
+    from rlcal.evaluation.score import threshold_key as score_key
 
     return score_key(float(t))
 
@@ -117,7 +117,7 @@ def predict(
     value. `agreement` samples only at the t = 0 prompt (the one calibration is measured at): k extra generations
     per question, not per threshold.
     """
-    from rlcal.confidence import encode_prompts, greedy_generate, sample_agreement, verbal_confidence
+    from rlcal.evaluation.confidence import encode_prompts, greedy_generate, sample_agreement, verbal_confidence
 
     if confidence_method not in CONFIDENCE_METHODS:
         raise RlcalError(
@@ -404,7 +404,7 @@ def write_eval(
     Everything is written into a temporary folder first and moved into place at the end, so a failure leaves no
     half-written files. Returns the written paths by name.
     """
-    from rlcal import plots as P
+    from rlcal.evaluation import plots as P
 
     with staging_dir(out_dir) as tmp:
         files = {"metrics": tmp / "metrics.json", "predictions": tmp / "predictions.jsonl"}
@@ -583,7 +583,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise RlcalError(str(exc)) from None
 
-    from rlcal.data import load_qa_dataset
+    from rlcal.data.qa import load_qa_dataset
 
     columns = {"question": args.question_column, "answer": args.answer_column, "aliases": args.aliases_column}
     dataset = load_qa_dataset(

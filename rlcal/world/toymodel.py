@@ -1,6 +1,6 @@
 """Local tokenizer and tiny causal LMs, built from scratch with no downloads.
 
-    from rlcal.toymodel import build_tokenizer, build_tiny_model, save_tiny_model
+    from rlcal.world.toymodel import build_tokenizer, build_tiny_model, save_tiny_model
     tok = build_tokenizer(corpus_lines, vocab_size=1024)          # BPE, one token per digit, chat template
     model = build_tiny_model(tok, size="tiny", family="llama")    # ~0.8M parameters, random init
     save_tiny_model(model, tok, "out/tiny")                       # AutoModelForCausalLM/AutoTokenizer load it offline

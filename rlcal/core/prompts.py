@@ -1,6 +1,6 @@
 """Prompt templates: the paper's explicit confidence target, with t and the computed penalty filled in.
 
-    >>> from rlcal.prompts import PromptTemplate
+    >>> from rlcal.core.prompts import PromptTemplate
     >>> print(PromptTemplate().render("When was Ada Vell born?", 0.75))
     Answer only if you are more than 75% confident, since mistakes are penalized 3 points, while correct answers \
 receive 1 point, and an answer of "I don't know" receives 0 points.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlcal.thresholds import check_threshold, penalty
+from rlcal.core.thresholds import check_threshold, penalty
 
 # Kalai et al. (2025), Section 4.2, with the penalty computed as t/(1-t) (the paper misprints t=0.75 as 2).
 CONFIDENCE_TARGET_INSTRUCTION = (

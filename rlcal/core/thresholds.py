@@ -1,6 +1,6 @@
 """Confidence-target thresholds: the penalty t/(1−t) and seeded per-example samplers of t.
 
-    >>> from rlcal.thresholds import penalty, ThresholdSampler
+    >>> from rlcal.core.thresholds import penalty, ThresholdSampler
     >>> penalty(0.75)          # the paper prints 2 here; t/(1-t) at 0.75 is 3
     3.0
     >>> ThresholdSampler.from_spec({"choice": [0.5, 0.75, 0.9]}).sample(4, seed=0)
@@ -22,6 +22,9 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+# The confidence targets evaluation sweeps when none are given (t = 0 is the plain best-guess prompt).
+DEFAULT_THRESHOLDS = [0.0, 0.5, 0.75, 0.9]
 
 DEFAULT_CAP = 0.95
 

@@ -5,7 +5,7 @@
 
 Records are JSON lines with `question` (or `prompt`) and `answer`. With N = the number of records (abstaining
 ones included), a prompt is a *singleton* if exactly one record asks it with a non-abstaining answer
-(abstentions are recognised with `rlcal.grading.is_abstention`), and the singleton rate is sr = #singletons / N:
+(abstentions are recognised with `rlcal.core.grading.is_abstention`), and the singleton rate is sr = #singletons / N:
 the Good–Turing estimate of the probability mass of prompts never seen in training. Theorem 2 says a calibrated
 model errs on arbitrary facts at a rate of at least
 
@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rlcal.errors import RlcalError
-from rlcal.grading import is_abstention
+from rlcal.common.errors import RlcalError
+from rlcal.core.grading import is_abstention
 
 
 def prompt_key(record: Mapping[str, Any]) -> str | None:
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     result = analyze(args.file, args.min_ec, args.delta)
     text = json.dumps(result, indent=2)
     if args.out:
-        from rlcal.files import atomic_write_text
+        from rlcal.common.files import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
     print(text)

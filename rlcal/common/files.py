@@ -1,7 +1,7 @@
 """Atomic file writes (a temp file beside the target, renamed into place, so a failure never leaves a partial
 file) and the check that a model reference names something loadable.
 
-    from rlcal.files import atomic_write_text
+    from rlcal.common.files import atomic_write_text
     atomic_write_text("outputs/demo/summary.json", text)
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from rlcal.errors import RlcalError
+from rlcal.common.errors import RlcalError
 
 
 def check_model_ref(name: str) -> None:

@@ -1,10 +1,10 @@
 """Plots for calibration results (matplotlib, Agg backend; PNG files written atomically).
 
-    from rlcal.plots import reliability_diagram, sweep_plot
+    from rlcal.evaluation.plots import reliability_diagram, sweep_plot
     reliability_diagram({"base": metrics["reliability"]}, "reliability.png", ece={"base": metrics["ece"]})
     sweep_plot({"base": base["per_threshold"], "rl": rl["per_threshold"]}, "answer_rate.png")
 
-`reliability_diagram` overlays one or more series of reliability bins (`rlcal.metrics.reliability_bins`): accuracy
+`reliability_diagram` overlays one or more series of reliability bins (`rlcal.core.metrics.reliability_bins`): accuracy
 against mean confidence per bin (marker area ~ bin size) over the diagonal of perfect calibration, and below it
 the share of answers per confidence bin. `sweep_plot` draws, against the confidence target t, the answer rate and
 the accuracy on answered questions (with the line accuracy = t that a behaviorally calibrated model stays above),

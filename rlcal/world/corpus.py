@@ -5,7 +5,7 @@ of the pretraining corpus is controlled, known and reported. No downloads.
     rlcal world build --out w --people 500 --mentions 800 --zipf 1.1 --seed 3
     rlcal world build --out w --families birthday birthplace letter_count arithmetic
 
-    from rlcal.world import WorldConfig, build_world
+    from rlcal.world.corpus import WorldConfig, build_world
     stats = build_world(WorldConfig(people=500), "w")          # the same stats are in w/world.json
 
 How the world is drawn (a miniature of Kalai et al. 2025, Section 3.3.1 "arbitrary facts"):
@@ -53,10 +53,10 @@ from typing import Any
 
 import numpy as np
 
-from rlcal.errors import RlcalError
-from rlcal.files import atomic_write_text
-from rlcal.prompts import PromptTemplate
-from rlcal.singleton import singleton_stats
+from rlcal.common.errors import RlcalError
+from rlcal.common.files import atomic_write_text
+from rlcal.core.prompts import PromptTemplate
+from rlcal.world.singleton import singleton_stats
 
 ARBITRARY_FAMILIES = ("birthday", "birthplace")
 PATTERN_FAMILIES = ("letter_count", "arithmetic")
@@ -194,7 +194,7 @@ class WorldConfig:
         if isinstance(self.thresholds, int | float):
             self.thresholds = [self.thresholds]
         try:
-            from rlcal.thresholds import check_threshold
+            from rlcal.core.thresholds import check_threshold
 
             self.thresholds = [check_threshold(t) for t in self.thresholds]
         except ValueError as exc:

@@ -1,10 +1,10 @@
 """Calibrated reward functions for TRL: picklable callables `(prompts, completions, **columns) -> list[float]`.
 
-    from rlcal.rewards import build_reward
+    from rlcal.core.rewards import build_reward
     reward = build_reward("confidence_target")          # +1 correct, 0 "I don't know", -t/(1-t) wrong
     reward(prompts, completions, answer=[...], threshold=[...])
 
-Rewards (all graded by `rlcal.grading`, the same grader `rlcal eval` uses):
+Rewards (all graded by `rlcal.core.grading`, the same grader `rlcal eval` uses):
 - `confidence_target`: +1 correct, 0 abstain, −t/(1−t) wrong, t from the `threshold` column (Kalai et al., 2025).
 - `binary`: 1 correct, 0 otherwise: the 0-1 baseline under which guessing is optimal.
 - `brier`: c − (q − c)² on a verbalised confidence q ∈ [0, 1] (RLCR-style correctness + Brier), c = 1 if correct.
@@ -22,8 +22,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rlcal.grading import ABSTAIN, CORRECT, DEFAULT_ABSTAIN_PHRASES, WRONG, AnswerGrader, Outcome
-from rlcal.thresholds import check_threshold, penalty
+from rlcal.core.grading import ABSTAIN, CORRECT, DEFAULT_ABSTAIN_PHRASES, WRONG, AnswerGrader, Outcome
+from rlcal.core.thresholds import check_threshold, penalty
 
 LOG_SCORE_EPS = 0.01
 _CONFIDENCE_RES = (

@@ -1,6 +1,6 @@
 """Confidence of generated answers, batched: the model's own probability, agreement among samples, or a stated number.
 
-    from rlcal.confidence import encode_prompts, greedy_generate, sample_agreement, teacher_forced_logprobs
+    from rlcal.evaluation.confidence import encode_prompts, greedy_generate, sample_agreement, teacher_forced_logprobs
     ids = encode_prompts(tokenizer, prompts)                   # strings (plain) or chat message lists
     gens = greedy_generate(model, tokenizer, ids, max_new_tokens=16, batch_size=32)
     gens[0].response, gens[0].answer_prob, gens[0].answer_prob_norm
@@ -13,9 +13,9 @@ Methods (`rlcal eval --confidence ...`):
   `teacher_forced_logprobs` computes the same numbers with a plain forward pass, for checking.
 - `answer_prob_norm`: the length-normalised variant, exp(mean log-probability) (the geometric mean per token).
 - `agreement`: the share of k sampled answers (temperature 1, no top-k/top-p) that equal the greedy answer after
-  `rlcal.grading.extract_answer` + `normalize`.
+  `rlcal.core.grading.extract_answer` + `normalize`.
 - `verbal`: a confidence stated in the reply (`<confidence>0.8</confidence>`, "Confidence: 80%"), parsed by
-  `rlcal.rewards.parse_confidence`; None when the reply states none.
+  `rlcal.core.rewards.parse_confidence`; None when the reply states none.
 
 Which tokens are "the answer" (`answer_span`): graders read the first non-empty line of a reply (or its
 `<answer>` tag), so by default (`"line"`) the answer is the generated tokens up to and including the token that ends
@@ -37,10 +37,11 @@ from typing import Any
 
 import torch
 
-from rlcal.grading import extract_answer, normalize
-from rlcal.rewards import parse_confidence
+from rlcal.core.grading import extract_answer, normalize
+from rlcal.core.rewards import parse_confidence
+from rlcal.evaluation import CONFIDENCE_METHODS
 
-METHODS = ("answer_prob", "answer_prob_norm", "agreement", "verbal")
+METHODS = CONFIDENCE_METHODS
 ANSWER_SPANS = ("line", "full")
 
 

@@ -8,7 +8,7 @@ to TRL's GRPOTrainer when `calibration.data` is set:
     trainer = GRPOTrainer(..., callbacks=[cb]); cb.bind(trainer)      # bind: optional, faster under ZeRO-3
 
 At `on_train_begin` it evaluates the base model (a PEFT adapter is disabled with `disable_adapter()`), then every
-`every_n_steps` optimizer steps and once more at the end, with `rlcal.evaluate.evaluate_model` (the code behind
+`every_n_steps` optimizer steps and once more at the end, with `rlcal.evaluation.evaluate.evaluate_model` (the code behind
 `rlcal eval`, so the numbers are the same). Each evaluation writes `output_dir/step_<N>/` (metrics.json,
 predictions.jsonl, reliability.png, sweep.png) and one line of `output_dir/history.jsonl`, and logs `calib/ece`,
 `calib/ece_drift` (now - base), `calib/ece_ratio` (now / base), the per-t sweep, a reliability diagram and a
@@ -35,19 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlcal.compare import HEADLINE
-from rlcal.data import check_columns
-from rlcal.errors import RlcalError
-from rlcal.thresholds import check_threshold
+from rlcal.common.errors import RlcalError
+from rlcal.core.thresholds import DEFAULT_THRESHOLDS, check_threshold
+from rlcal.data.qa import check_columns
+from rlcal.evaluation import CONFIDENCE_METHODS
+from rlcal.evaluation.compare import HEADLINE
 
 if TYPE_CHECKING:  # the real class is built lazily by the module __getattr__ below
-    from rlcal.grading import AnswerGrader
-    from rlcal.prompts import PromptTemplate
+    from rlcal.core.grading import AnswerGrader
+    from rlcal.core.prompts import PromptTemplate
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLDS = [0.0, 0.5, 0.75, 0.9]
-CONFIDENCE_METHODS = ("answer_prob", "answer_prob_norm", "agreement", "verbal")
 
 
 @dataclass
@@ -161,9 +160,9 @@ class CalibrationHook:
         output_dir: str | Path = "calibration",
         trainer: Any = None,
     ) -> None:
-        from rlcal.data import load_qa_dataset
-        from rlcal.grading import AnswerGrader
-        from rlcal.prompts import PromptTemplate
+        from rlcal.core.grading import AnswerGrader
+        from rlcal.core.prompts import PromptTemplate
+        from rlcal.data.qa import load_qa_dataset
 
         if config.data is None:
             raise RlcalError("calibration.data is not set: there is no eval set for the calibration callback")
@@ -240,7 +239,7 @@ class CalibrationHook:
 
     def evaluate(self, model: Any, tokenizer: Any, base: bool = False) -> tuple[dict[str, Any], list[dict]]:
         """One evaluation of `model` (with its adapter disabled if `base`); raises on failure."""
-        from rlcal.evaluate import evaluate_model
+        from rlcal.evaluation.evaluate import evaluate_model
 
         cfg = self.config
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # multimodal processors wrap the tokenizer
@@ -335,7 +334,7 @@ class CalibrationHook:
 
 
 def write_eval_files(out_dir: Path, metrics: dict[str, Any], predictions: list, label: str) -> dict[str, Path]:
-    from rlcal.evaluate import write_eval
+    from rlcal.evaluation.evaluate import write_eval
 
     return write_eval(out_dir, metrics, predictions, title=label)
 

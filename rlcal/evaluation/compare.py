@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rlcal.errors import RlcalError
-from rlcal.files import publish, staging_dir
+from rlcal.common.errors import RlcalError
+from rlcal.common.files import publish, staging_dir
 
 # Headline metrics in the order people read them; any other numeric top-level key follows alphabetically.
 HEADLINE = (
@@ -193,7 +193,7 @@ def write_compare(
     sources: tuple[str, str] = ("", ""),
 ) -> dict[str, Path]:
     """compare.md, compare.json, reliability.png (if both have bins) and answer_rate.png, written atomically."""
-    from rlcal import plots
+    from rlcal.evaluation import plots
 
     with staging_dir(out_dir, "--out") as tmp:
         files: dict[str, Path] = {}

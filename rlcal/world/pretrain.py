@@ -3,14 +3,14 @@
     rlcal pretrain recipes/toy/pretrain.yaml                          # world + tokenizer + model, ~3 min on 2 CPUs
     rlcal pretrain recipes/toy/pretrain.yaml --epochs 5 --output_dir outputs/quick
 
-    from rlcal.pretrain import ensure_pretrained
+    from rlcal.world.pretrain import ensure_pretrained
     model_dir = ensure_pretrained("recipes/toy/pretrain.yaml")      # cached: trains only if not done yet
 
 Steps: build the world into `world_dir` (reused if world.json there was built from the same `world_*` settings),
 train a BPE tokenizer (one token per digit, chat template; trained with one-off names so no person gets a token
 of their own), build a randomly initialised tiny Llama/Qwen2 (`model_size`, `model_family`) and train it with
 cross-entropy on a stream of `epochs` passes over the corpus, each with its own brand-new people
-(`rlcal.world.fresh_documents`: without them the model grows confidently wrong about unseen people), one
+(`rlcal.world.corpus.fresh_documents`: without them the model grows confidently wrong about unseen people), one
 document per sequence (no packing, so training matches how prompts are seen at evaluation). The result is an HF
 directory that `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained` load offline, with `train_log.jsonl`,
 `loss.png` and `pretrain_done.json` (written last: a directory without it is unfinished and `ensure_pretrained`
@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rlcal.errors import RlcalError
-from rlcal.world import (
+from rlcal.common.errors import RlcalError
+from rlcal.world.corpus import (
     WorldConfig,
     build_world,
     check_writable_dir,
@@ -89,7 +89,7 @@ class PretrainConfig:
     # -- model and tokenizer
     output_dir: str = field(default="outputs/toy/pretrained", metadata={"help": "Where the HF model dir goes."})
     model_family: str = field(default="llama", metadata={"help": "llama | qwen2"})
-    model_size: str = field(default="tiny", metadata={"help": "nano | tiny | small | base (rlcal.toymodel.SIZES)."})
+    model_size: str = field(default="tiny", metadata={"help": "nano | tiny | small | base (rlcal.world.toymodel.SIZES)."})
     vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size (>= 300)."})
     max_seq_len: int = field(default=128, metadata={"help": "Longer documents are truncated (counted in the log)."})
     # -- training
@@ -109,7 +109,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         _coerce_types(self)
-        from rlcal.toymodel import FAMILIES, SIZES
+        from rlcal.world.toymodel import FAMILIES, SIZES
 
         if self.model_family not in FAMILIES:
             raise RlcalError(f"model_family must be one of {', '.join(FAMILIES)}, got {self.model_family!r}")
@@ -300,7 +300,7 @@ def _pretrain(config: PretrainConfig, output_dir: Path, partial: Path) -> Path:
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from rlcal.toymodel import build_tiny_model, build_tokenizer, count_parameters
+    from rlcal.world.toymodel import build_tiny_model, build_tokenizer, count_parameters
 
     start = time.perf_counter()
     world = config.world_config()

@@ -1,6 +1,6 @@
 """QA data for training and evaluation: load, standardise columns, sample thresholds, render prompts.
 
-    from rlcal.data import load_qa_dataset, prepare_prompts
+    from rlcal.data.qa import load_qa_dataset, prepare_prompts
     ds = load_qa_dataset("world/qa.jsonl", split_filter="rl_train")       # or "trivia_qa" + subset/split
     ds = prepare_prompts(ds, PromptTemplate(), ThresholdSampler.from_spec({"choice": [0.5, 0.75, 0.9]}), seed=0)
 
@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rlcal.errors import RlcalError
-from rlcal.prompts import PromptTemplate
-from rlcal.thresholds import ThresholdSampler
+from rlcal.common.errors import RlcalError
+from rlcal.core.prompts import PromptTemplate
+from rlcal.core.thresholds import ThresholdSampler
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 STANDARD_COLUMNS = ("question", "answer", "aliases")

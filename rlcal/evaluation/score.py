@@ -7,7 +7,7 @@
 
 One JSON object per line, of either kind (they may be mixed):
 - graded by rlcal: `{"response": ..., "answer": ...}` with optional `aliases`, `question`, `threshold`,
-  `confidence`. The response (a string or chat messages) is graded by `rlcal.grading`, the very function the
+  `confidence`. The response (a string or chat messages) is graded by `rlcal.core.grading`, the very function the
   rewards use; without a `confidence` field a verbalised one in the response (`<confidence>0.8</confidence>`)
   is used if present;
 - already graded: `{"confidence": ..., "correct": ...}` with optional `threshold` and `abstained`
@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlcal import metrics
-from rlcal.errors import RlcalError
-from rlcal.files import stage_bytes
-from rlcal.grading import ABSTAIN, CORRECT, GRADERS, WRONG, AnswerGrader, Outcome
-from rlcal.prompts import format_number
-from rlcal.rewards import completion_text, confidence_target_score, parse_confidence
-from rlcal.thresholds import penalty
+from rlcal.common.errors import RlcalError
+from rlcal.common.files import stage_bytes
+from rlcal.core import metrics
+from rlcal.core.grading import ABSTAIN, CORRECT, GRADERS, WRONG, AnswerGrader, Outcome
+from rlcal.core.prompts import format_number
+from rlcal.core.rewards import completion_text, confidence_target_score, parse_confidence
+from rlcal.core.thresholds import penalty
 
 DEFAULT_BINS = 15
 PER_THRESHOLD_KEYS = ("n", "answer_rate", "accuracy_answered", "hallucination_rate", "score")
@@ -172,7 +172,7 @@ def load_predictions(
 ) -> list[Prediction]:
     """Read and grade a JSONL file ("-" = standard input). Blank lines are skipped; any bad line is an
     `RlcalError` naming the file, the line and the field."""
-    from tqdm import tqdm  # light; imported here so `import rlcal.score` stays minimal
+    from tqdm import tqdm  # light; imported here so `import rlcal.evaluation.score` stays minimal
 
     try:
         answer_grader = AnswerGrader(grader, abstain_phrases)

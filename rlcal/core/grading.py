@@ -1,6 +1,6 @@
 """Grading: is a model's reply correct, wrong, or an abstention? One function serves rewards and evaluation.
 
-    >>> from rlcal.grading import grade
+    >>> from rlcal.core.grading import grade
     >>> grade("Paris.", "paris")
     'correct'
     >>> grade("I don't know.", "Paris")

@@ -1,6 +1,6 @@
 """Training recipes: YAML sections parsed into dataclasses, CLI overrides, validation before any model loads.
 
-    from rlcal.config import load_recipe
+    from rlcal.training.config import load_recipe
     recipe = load_recipe("recipes/toy/grpo/config_confidence_target.yaml", ["--training.learning_rate", "5e-5"])
     recipe.training            # a trl.GRPOConfig (or RLOOConfig when `trainer: rloo`)
     print(recipe.to_yaml())    # the resolved recipe (what `rlcal train --dry-run` prints)
@@ -17,7 +17,7 @@ A recipe is a YAML mapping with these sections (every key optional except `model
     warmup:      WarmupArguments     - optional SFT warm-up that teaches the answer/"I don't know" format
     training:    trl.GRPOConfig / trl.RLOOConfig fields, passed through unchanged
     wandb:       WandbArguments      - project, entity, name, tags, mode
-    calibration: rlcal.callbacks.CalibrationEvalConfig
+    calibration: rlcal.training.callbacks.CalibrationEvalConfig
 
 Parsing is TRL's: each section goes through `trl.TrlParser` (an `HfArgumentParser`), the YAML values become the
 parser defaults and CLI flags override them, so types and help texts come from the dataclasses. CLI keys are
@@ -42,13 +42,13 @@ from typing import Any
 import yaml
 from trl import GRPOConfig, ModelConfig, RLOOConfig, TrlParser
 
-from rlcal.callbacks import CalibrationEvalConfig
-from rlcal.data import check_columns
-from rlcal.errors import RlcalError
-from rlcal.grading import GRADERS
-from rlcal.prompts import BEST_GUESS_INSTRUCTION, CONFIDENCE_TARGET_INSTRUCTION, PromptTemplate
-from rlcal.rewards import REWARDS
-from rlcal.thresholds import ThresholdSampler
+from rlcal.common.errors import RlcalError
+from rlcal.core.grading import GRADERS
+from rlcal.core.prompts import BEST_GUESS_INSTRUCTION, CONFIDENCE_TARGET_INSTRUCTION, PromptTemplate
+from rlcal.core.rewards import REWARDS
+from rlcal.core.thresholds import ThresholdSampler
+from rlcal.data.qa import check_columns
+from rlcal.training.callbacks import CalibrationEvalConfig
 
 TRAINERS: dict[str, type] = {"grpo": GRPOConfig, "rloo": RLOOConfig}
 # The advantage-scaling knob each trainer must have set explicitly (see docs/training.md for why it matters).
@@ -579,7 +579,7 @@ def validate(recipe: Recipe) -> None:
 
 def _check_pretrain_recipe(recipe: Recipe) -> None:
     """The pretrain recipe must produce the model and the data this recipe trains on (paths from the same cwd)."""
-    from rlcal.pretrain import load_pretrain_config
+    from rlcal.world.pretrain import load_pretrain_config
 
     pretrain = load_pretrain_config(recipe.model.pretrain_recipe)
     if Path(pretrain.output_dir).resolve() != Path(recipe.model.model_name_or_path).resolve():

@@ -1,0 +1,1 @@
+"""Shared plumbing below every layer: the user-facing error type and atomic file writes."""

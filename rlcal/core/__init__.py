@@ -1,0 +1,1 @@
+"""The pure core: grading, confidence targets, prompts, rewards and metrics. No torch, no TRL."""

@@ -1,0 +1,1 @@
+"""Training: recipe config, TRL trainers with calibrated rewards, warm-up, callbacks and W&B."""

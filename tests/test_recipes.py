@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rlcal.training.config import load_recipe
+from rlcal.world.pretrain import load_pretrain_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -54,8 +55,7 @@ def test_recipe_header_shows_its_launch_command(path):
 
 
 def test_the_pretrain_recipe_parses():
-    pretrain = pytest.importorskip("rlcal.world.pretrain")
-    config = pretrain.load_pretrain_config(ROOT / "recipes/toy/pretrain.yaml")
+    config = load_pretrain_config(ROOT / "recipes/toy/pretrain.yaml")
     toy = load_recipe(ROOT / "recipes/toy/grpo/config_confidence_target.yaml")
     # the training recipe's model and data are exactly what the pretrain recipe produces
     assert toy.model.model_name_or_path == config.output_dir

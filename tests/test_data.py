@@ -240,3 +240,12 @@ def test_the_held_out_task_differs_from_the_training_task_only_in_its_source(
     ]
     assert held.prompt_template().render("Q", 0.75) == train.prompt_template().render("Q", 0.75)
     assert held.source == "e" and train.source == "t.jsonl"
+
+
+def test_docs_list_every_task_field_with_its_help_text():
+    from dataclasses import fields
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    for f in fields(QATask):
+        assert f"| `{f.name}` |" in docs and f.metadata["help"].replace("|", "\\|") in docs, f.name

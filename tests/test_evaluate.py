@@ -644,3 +644,25 @@ def test_cli_eval_with_the_recipe_end_to_end(toy_model, tmp_path):
     assert {p["outcome"] for p in t0} == {"abstain"}  # "48" is an abstention under this recipe's grading
     default = [json.loads(x) for x in (tmp_path / "default_grading" / "predictions.jsonl").read_text().splitlines()]
     assert {p["outcome"] for p in default if p["threshold"] == 0} == {"correct"}
+
+
+def test_the_readme_recipe_eval_is_the_command_it_replaces():
+    """README's real-model eval now reads the recipe instead of retyping its settings: both resolve to the same
+    questions, prompts and grading (resolved only: no download)."""
+    from rlcal.data.task import read_recipe_file
+    from rlcal.evaluation.evaluate import eval_task
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = root / "recipes/qwen2.5-0.5b/grpo/config_confidence_target_trivia_qa.yaml"
+    system = "You are a careful assistant. Follow the scoring rule in the question."  # what README used to retype
+    new = eval_task(eval_args("--recipe", recipe, "--max-samples", 2000), read_recipe_file(recipe))
+    old = eval_task(
+        eval_args(
+            *("--data", "mandarjoshi/trivia_qa", "--subset", "rc.nocontext", "--split", "validation"),
+            *("--answer-column", "answer.value", "--aliases-column", "answer.aliases", "--format", "chat"),
+            *("--max-samples", 2000, "--system-prompt", system),
+        )
+    )
+    old.columns = {"question": "question", **old.columns}  # the recipe spells out the default question column
+    assert new == old
+    assert new.prompt_template().render("Q?", 0.9) == old.prompt_template().render("Q?", 0.9)

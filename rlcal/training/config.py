@@ -48,7 +48,6 @@ from rlcal.core.thresholds import ThresholdSampler
 from rlcal.data.task import (
     GRADING_FIELDS,
     PROMPT_FIELDS,
-    SOURCE_FIELDS,
     FieldGroup,
     GradingSpec,
     PromptSpec,
@@ -281,7 +280,7 @@ class Recipe:
         one its calibration callback evaluates: the same prompt and grading on `calibration:`'s held-out source
         (`rlcal eval --recipe` builds the same from the YAML via `QATask.from_recipe`)."""
         if section == "data":
-            source = {k: getattr(self.data, k) for k in SOURCE_FIELDS}
+            source = self.data.source_fields()
         elif section == "calibration":
             if self.calibration.data is None:
                 raise RlcalError("calibration.data is not set: the recipe has no held-out eval set")

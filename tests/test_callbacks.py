@@ -219,8 +219,21 @@ def test_nested_eval_data_is_mapped_with_columns(tmp_path):
     ds = callback.dataset
     assert ds["question"] == ["Q0?", "Q1?", "Q2?"] and ds["answer"] == ["a0", "a1", "a2"]
     assert ds["aliases"] == [["A0"], ["A1"], ["A2"]]
-    with pytest.raises(ValueError, match="calibration.columns can map question, answer and aliases only"):
+    with pytest.raises(ValueError, match="columns can map question, answer and aliases only"):
         CalibrationEvalConfig(columns={"context": "ctx"})
+
+
+def test_held_out_rows_are_chosen_like_training_rows(tmp_path):
+    """The held-out source fields are the training data's (`rlcal.data.task.QARows`), `split_column` included,
+    which the calibration section could not set before they were shared."""
+    qa = tmp_path / "qa.jsonl"
+    rows = [{"question": f"Q{i}?", "answer": "a", "part": "eval" if i % 3 else "train"} for i in range(9)]
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    callback = make_callback(qa, tmp_path / "out", split_filter="eval", split_column="part", max_samples=4)
+    assert callback.dataset["question"] == ["Q1?", "Q2?", "Q4?", "Q5?"]
+    assert CalibrationEvalConfig().max_samples == 256  # the callback's own default: it evaluates many times
+    with pytest.raises(ValueError, match="max_samples must be > 0"):
+        CalibrationEvalConfig(max_samples=0)
 
 
 def test_importing_the_config_stays_cheap():

@@ -206,3 +206,79 @@ def test_generation_batch_divisibility_matches_trl(per_device, accumulation, gen
             recipe(overrides)
     else:
         assert recipe(overrides).training.generation_batch_size == batch
+
+
+# ---- the QA task: one declaration shared by data:, reward:, calibration: and `rlcal eval` ---------------------------
+
+
+def test_sections_share_the_task_field_declarations():
+    """DataArguments, RewardArguments and CalibrationEvalConfig inherit the QATask fields (same type, default and
+    help text) instead of redeclaring them; the calibration section differs only in its own default size."""
+    from dataclasses import fields
+
+    from rlcal.data.task import GRADING_FIELDS, PROMPT_FIELDS, ROW_FIELDS, SOURCE_FIELDS, QATask
+    from rlcal.training.callbacks import CalibrationEvalConfig
+    from rlcal.training.config import DataArguments, RewardArguments
+
+    def spec(cls, names):
+        by_name = {f.name: f for f in fields(cls)}
+        return {n: (by_name[n].type, by_name[n].default, by_name[n].metadata["help"]) for n in names}
+
+    task = spec(QATask, SOURCE_FIELDS + PROMPT_FIELDS + GRADING_FIELDS)
+    assert [f.name for f in fields(DataArguments)] == list(SOURCE_FIELDS + PROMPT_FIELDS)
+    assert spec(DataArguments, SOURCE_FIELDS + PROMPT_FIELDS) == {n: task[n] for n in SOURCE_FIELDS + PROMPT_FIELDS}
+    assert [f.name for f in fields(RewardArguments)] == ["name", "threshold", *GRADING_FIELDS]  # order kept
+    assert spec(RewardArguments, GRADING_FIELDS) == {n: task[n] for n in GRADING_FIELDS}
+    held = spec(CalibrationEvalConfig, ROW_FIELDS)
+    assert held.pop("max_samples")[1] == 256 and task.pop("max_samples")[1] is None
+    assert held == {n: task[n] for n in ROW_FIELDS if n != "max_samples"}
+
+
+_plain_text = st.text(st.characters(blacklist_characters="{}", blacklist_categories=("Cs",)), max_size=25)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    instruction=_plain_text,
+    instruction_t0=_plain_text,
+    around=st.tuples(_plain_text, _plain_text),
+    system=st.none() | _plain_text,
+    fmt=st.sampled_from(["plain", "chat"]),
+    grader=st.sampled_from(["exact", "numeric", "contains"]),
+    phrases=st.none() | st.lists(_plain_text.filter(str.strip), max_size=3),
+)
+def test_the_training_parse_and_the_data_layer_read_give_the_same_task(
+    instruction, instruction_t0, around, system, fmt, grader, phrases
+):
+    """`rlcal train` parses sections with TRL's parser; `rlcal eval --recipe` reads the YAML with
+    QATask.from_recipe. Both must give the same task, so eval prompts and grading are training's."""
+    from rlcal.data.task import QATask
+
+    data = {
+        "prompt_format": fmt,
+        "instruction": instruction,
+        "instruction_t0": instruction_t0,
+        "template": around[0] + "{question}" + around[1],
+        "system_prompt": system,
+        "columns": "{answer: answer.value}",
+    }
+    raw = copy.deepcopy(BASE)
+    raw["data"].update(data)
+    raw["reward"].update(grader=grader, abstain_phrases=phrases)
+    raw["calibration"] = {"data": "held.jsonl", "split_filter": "eval", "max_samples": 7, "every_n_steps": 3}
+    parsed = parse_recipe(raw)
+    assert parsed.task() == QATask.from_recipe(raw, "data")
+    assert parsed.task("calibration") == QATask.from_recipe(raw, "calibration")
+    assert parsed.task("calibration").max_samples == 7 and parsed.task().columns == {"answer": "answer.value"}
+
+
+def test_calibration_keys_are_checked_like_every_section():
+    with pytest.raises(RlcalError, match=r"unknown key in calibration section: 'split_filtr' \(did you mean"):
+        recipe(calibration={"data": "qa.jsonl", "split_filtr": "eval"})
+    with pytest.raises(RlcalError, match="calibration: columns can map question, answer and aliases only"):
+        recipe(calibration={"data": "qa.jsonl", "columns": {"context": "c"}})
+    with pytest.raises(RlcalError, match="reward: abstain_phrases must be a list of strings"):
+        recipe(reward={"abstain_phrases": "pass"})
+    assert recipe(["--calibration.split_column", "part"], calibration={"data": "x"}).calibration.split_column == "part"
+    with pytest.raises(RlcalError, match="calibration.data is not set"):
+        recipe().task("calibration")

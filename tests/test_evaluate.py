@@ -423,3 +423,246 @@ def test_a_hub_model_id_is_tried_and_an_unreachable_one_is_one_clear_error(tmp_p
     assert len(errors) == 1 and "could not load model nobody/no-such-model" in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ---- the QA task of `rlcal eval`: flags derived from QATask, and --recipe ----------------------------------------
+
+CUSTOM_INSTRUCTION = "Only answer if you are over {t_percent} sure; a wrong answer costs {penalty_points}."
+
+
+def eval_args(*argv):
+    import argparse
+
+    from rlcal.evaluation.evaluate import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args([str(a) for a in argv] + ["--out", "unused"])
+
+
+def write_split_qa(path: Path) -> Path:
+    """Questions 0-5 for training (split rl_train), 6-11 held out (split eval)."""
+    rows = [{"question": person(i), "answer": "48", "split": "rl_train" if i < 6 else "eval"} for i in range(12)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_recipe(path: Path, qa: Path, output_dir: Path, data=None, reward=None, calibration=None) -> Path:
+    import yaml
+
+    raw = {
+        "model": {"model_name_or_path": "some/base-model"},
+        "data": {"source": str(qa), "split_filter": "rl_train", **(data or {})},
+        "reward": {"name": "confidence_target", "threshold": {"choice": [0.0, 0.5, 0.75, 0.9]}, **(reward or {})},
+        "training": {
+            "output_dir": str(output_dir),
+            "num_generations": 2,
+            "per_device_train_batch_size": 2,
+            "scale_rewards": "batch",
+        },
+        "calibration": {"data": str(qa), "split_filter": "eval", **(calibration or {})},
+    }
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_the_eval_parser_exposes_exactly_the_task_fields():
+    import argparse
+    from dataclasses import fields
+
+    from rlcal.data.task import TASK_FIELDS, QATask
+    from rlcal.evaluation.evaluate import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    group = next(g for g in parser._action_groups if g.title.startswith("QA task"))
+    actions = {a.dest: a for a in group._group_actions}
+    assert set(actions) == set(TASK_FIELDS) | {"question_column", "answer_column", "aliases_column"}
+    for f in fields(QATask):
+        assert actions[f.name].help.startswith(f.metadata["help"])  # one help text, the dataclass's
+    # every spelling README.md and docs/ use keeps working
+    args = eval_args(
+        *("--data", "qa.jsonl", "--split", "validation", "--subset", "rc", "--split-filter", "eval"),
+        *("--question-column", "q", "--answer-column", "answer.value", "--aliases-column", "answer.aliases"),
+        *("--format", "chat", "--system-prompt", "S", "--grader", "contains", "--max-samples", 3),
+        *("--weight-column", "popularity", "--instruction", "I {t}", "--instruction-t0", "I0"),
+        *("--template", "{instruction}: {question}", "--abstain-phrases", "pass", "no idea", "--split-column", "part"),
+    )
+    assert vars(eval_args("--source", "qa.jsonl", "--prompt-format", "chat")).items() >= {
+        "source": "qa.jsonl",
+        "prompt_format": "chat",
+    }.items()
+    from rlcal.evaluation.evaluate import eval_task
+
+    task = eval_task(args)
+    assert task.columns == {"question": "q", "answer": "answer.value", "aliases": "answer.aliases"}
+    assert (task.subset, task.split, task.max_samples) == ("rc", "validation", 3)
+    assert task.abstain_phrases == ["pass", "no idea"] and task.split_column == "part"
+    assert task.prompt_template().render("Q", 0.5) == [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "I 0.5: Q"},
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["plain", "chat"])
+def test_eval_with_the_recipe_reproduces_the_training_prompts_byte_for_byte(tmp_path, fmt):
+    from rlcal.data.task import read_recipe_file
+    from rlcal.evaluation.evaluate import eval_task
+    from rlcal.training.callbacks import CalibrationHook
+    from rlcal.training.config import load_recipe
+    from rlcal.training.train import load_train_dataset
+
+    qa = write_split_qa(tmp_path / "qa.jsonl")
+    data = {"instruction": CUSTOM_INSTRUCTION, "instruction_t0": "Best guess, please.", "prompt_format": fmt}
+    data["template"] = "### {instruction}\nQ: {question}\nA:"
+    if fmt == "chat":
+        data["system_prompt"] = "You are terse."
+    path = write_recipe(tmp_path / "r.yaml", qa, tmp_path / "run", data=data, reward={"abstain_phrases": ["no idea"]})
+    recipe = load_recipe(path)
+    train = load_train_dataset(recipe)  # what GRPO trains on: prompts rendered with each row's sampled t
+    task = eval_task(eval_args("--recipe", path), read_recipe_file(path))
+    assert len({row["threshold"] for row in train}) > 1
+    for row in train:
+        assert task.prompt_template().render(row["question"], row["threshold"]) == row["prompt"]
+    expected = "### Only answer if you are over 75% sure; a wrong answer costs 3 points.\nQ: Q?\nA:"
+    rendered = task.prompt_template().render("Q?", 0.75)
+    assert rendered == expected if fmt == "plain" else rendered[-1]["content"] == expected
+    # the eval set is the calibration callback's held-out set, built as `rlcal train` builds the callback
+    hook = CalibrationHook(recipe.calibration, recipe.task().prompt_template(), recipe.task().answer_grader())
+    assert task.load()["question"] == hook.dataset["question"] == [person(i) for i in range(6, 12)]
+    assert task.prompt_template() == hook.template
+    grade = task.answer_grader()
+    assert grade.__getstate__() == hook.grader.__getstate__() == {"grader": "exact", "abstain_phrases": ("no idea",)}
+    assert grade("No idea.", "48") == "abstain" and grade("I don't know", "48") == "wrong"
+
+
+def test_eval_flags_override_the_recipe(tmp_path):
+    from rlcal.data.task import read_recipe_file
+    from rlcal.evaluation.evaluate import eval_task
+
+    qa = write_split_qa(tmp_path / "qa.jsonl")
+    data = {"instruction": CUSTOM_INSTRUCTION, "template": "### {instruction}\nQ: {question}\nA:"}
+    path = write_recipe(tmp_path / "r.yaml", qa, tmp_path / "run", data=data, calibration={"max_samples": 4})
+    raw = read_recipe_file(path)
+    task = eval_task(eval_args("--recipe", path), raw)
+    assert (task.source, task.split_filter, task.max_samples) == (str(qa), "eval", 4)
+    assert task.instruction == CUSTOM_INSTRUCTION
+    task = eval_task(
+        eval_args(
+            *("--recipe", path, "--instruction", "Sure above {t}?", "--abstain-phrases", "pass"),
+            *("--split-filter", "null", "--max-samples", 2, "--answer-column", "gold"),
+        ),
+        raw,
+    )
+    assert (task.instruction, task.template) == ("Sure above {t}?", data["template"])  # the rest stays the recipe's
+    assert (task.split_filter, task.max_samples, task.abstain_phrases) == (None, 2, ["pass"])
+    assert task.columns == {"answer": "gold"} and task.source == str(qa)
+    # another eval set: none of the calibration section's row settings apply, the prompt still does
+    other = write_qa(tmp_path / "other.jsonl")
+    task = eval_task(eval_args("--recipe", path, "--data", other), raw)
+    assert (task.source, task.split_filter, task.max_samples) == (str(other), None, None)
+    assert task.instruction == CUSTOM_INSTRUCTION
+
+
+def test_eval_model_defaults(tmp_path):
+    from rlcal.evaluation.evaluate import eval_model
+
+    qa = write_split_qa(tmp_path / "qa.jsonl")
+    run = tmp_path / "run"
+    path = write_recipe(tmp_path / "r.yaml", qa, run)
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    with pytest.raises(RlcalError, match="no trained model in"):
+        eval_model(eval_args("--recipe", path), raw)
+    run.mkdir()
+    (run / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "run/warmup/model"}))
+    assert eval_model(eval_args("--recipe", path), raw) == ("run/warmup/model", str(run))  # the base it trained on
+    assert eval_model(eval_args("--recipe", path, "--model", "base"), raw) == ("base", None)  # the base model alone
+    assert eval_model(eval_args("--adapter", run)) == ("run/warmup/model", str(run))
+    (run / "adapter_config.json").unlink()
+    (run / "config.json").write_text("{}")  # full fine-tuning (use_peft: false) saves the whole model
+    assert eval_model(eval_args("--recipe", path), raw) == (str(run), None)
+    with pytest.raises(RlcalError, match="give --model"):
+        eval_model(eval_args("--data", qa))
+
+
+def test_eval_recipe_errors_are_one_line_exit_2(tmp_path, capsys):
+    qa = write_split_qa(tmp_path / "qa.jsonl")
+    out = tmp_path / "never"
+    typo = write_recipe(tmp_path / "typo.yaml", qa, tmp_path / "run", data={"instrution": "x"})
+    no_held_out = write_recipe(tmp_path / "no_cal.yaml", qa, tmp_path / "run", calibration={"data": None})
+    bad_grader = write_recipe(tmp_path / "grader.yaml", qa, tmp_path / "run", reward={"grader": "fuzzy"})
+    untrained = write_recipe(tmp_path / "untrained.yaml", qa, tmp_path / "not_trained")
+    cases = [
+        (["--recipe", tmp_path / "missing.yaml"], "recipe not found"),
+        (["--recipe", typo], "unknown key in data section: 'instrution' (did you mean 'instruction'?)"),
+        (["--recipe", no_held_out, "--model", "m"], "calibration.data is not set, so the recipe names no eval set"),
+        (["--recipe", bad_grader, "--model", "m"], "reward: unknown grader 'fuzzy'"),
+        (["--recipe", untrained], "no trained model in"),
+        (["--data", qa], "give --model"),
+        (["--model", "m"], "no eval set: give --data"),
+        (["--model", "m", "--data", qa, "--max-samples", 0], "max_samples must be > 0"),
+        (["--model", "m", "--data", qa, "--template", "{question} {x}"], "bad placeholder"),
+    ]
+    for argv, message in cases:
+        assert run_cli("eval", *argv, "--out", out) == 2, argv
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert len(errors) == 1 and message in errors[0], (argv, errors)
+        assert not out.exists()
+
+
+def test_cli_eval_with_the_recipe_end_to_end(toy_model, tmp_path):
+    """`rlcal eval --recipe` evaluates the model the recipe trained (here: full weights in output_dir) with the
+    recipe's prompts and grading, exactly as the same settings typed as flags do; the recipe's abstain phrase
+    ("48", the toy model's usual reply) really reaches the grader."""
+    import shutil
+
+    qa = write_split_qa(tmp_path / "qa.jsonl")
+    run = tmp_path / "run"
+    shutil.copytree(toy_model, run)
+    data = {"instruction": CUSTOM_INSTRUCTION}
+    path = write_recipe(tmp_path / "r.yaml", qa, run, data=data, reward={"abstain_phrases": ["48"]})
+    common = ["--thresholds", "0,0.5", "--max-new-tokens", 6]
+    flags = ["--model", run, "--data", qa, "--split-filter", "eval", "--instruction", CUSTOM_INSTRUCTION]
+    with pytest.warns(UserWarning, match="no answered question"):  # every t = 0 reply abstains under this grading
+        assert run_cli("eval", "--recipe", path, *common, "--out", tmp_path / "recipe") == 0
+        assert run_cli("eval", *flags, "--abstain-phrases", "48", *common, "--out", tmp_path / "flags") == 0
+    assert run_cli("eval", *flags, *common, "--out", tmp_path / "default_grading") == 0
+    by_recipe = (tmp_path / "recipe" / "predictions.jsonl").read_text()
+    assert by_recipe == (tmp_path / "flags" / "predictions.jsonl").read_text()
+    metrics = load_json(tmp_path / "recipe" / "metrics.json")
+    assert metrics["source"] == {
+        "model": str(run),
+        "adapter": None,
+        "data": str(qa),
+        "split_filter": "eval",
+        "recipe": str(path),
+    }
+    t0 = [json.loads(line) for line in by_recipe.splitlines() if json.loads(line)["threshold"] == 0]
+    assert len(t0) == 6 and {p["response"].strip() for p in t0} == {"48"}
+    assert {p["outcome"] for p in t0} == {"abstain"}  # "48" is an abstention under this recipe's grading
+    default = [json.loads(x) for x in (tmp_path / "default_grading" / "predictions.jsonl").read_text().splitlines()]
+    assert {p["outcome"] for p in default if p["threshold"] == 0} == {"correct"}
+
+
+def test_the_readme_recipe_eval_is_the_command_it_replaces():
+    """README's real-model eval now reads the recipe instead of retyping its settings: both resolve to the same
+    questions, prompts and grading (resolved only: no download)."""
+    from rlcal.data.task import read_recipe_file
+    from rlcal.evaluation.evaluate import eval_task
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = root / "recipes/qwen2.5-0.5b/grpo/config_confidence_target_trivia_qa.yaml"
+    system = "You are a careful assistant. Follow the scoring rule in the question."  # what README used to retype
+    new = eval_task(eval_args("--recipe", recipe, "--max-samples", 2000), read_recipe_file(recipe))
+    old = eval_task(
+        eval_args(
+            *("--data", "mandarjoshi/trivia_qa", "--subset", "rc.nocontext", "--split", "validation"),
+            *("--answer-column", "answer.value", "--aliases-column", "answer.aliases", "--format", "chat"),
+            *("--max-samples", 2000, "--system-prompt", system),
+        )
+    )
+    old.columns = {"question": "question", **old.columns}  # the recipe spells out the default question column
+    assert new == old
+    assert new.prompt_template().render("Q?", 0.9) == old.prompt_template().render("Q?", 0.9)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlcal.common.errors import RlcalError
 from rlcal.core.thresholds import DEFAULT_THRESHOLDS, check_threshold
-from rlcal.data.qa import check_columns
+from rlcal.data.task import HeldOutSource
 from rlcal.evaluation import CONFIDENCE_METHODS
 from rlcal.evaluation.compare import HEADLINE
 
@@ -50,17 +50,14 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class CalibrationEvalConfig:
-    """The `calibration:` section of a recipe. `data: null` turns the hook off."""
+class CalibrationEvalConfig(HeldOutSource):
+    """The `calibration:` section of a recipe. `data: null` turns the hook off.
 
-    data: str | None = field(default=None, metadata={"help": "Held-out QA source (local file or datasets name)."})
-    split: str = field(default="train", metadata={"help": "Split of a datasets source."})
-    subset: str | None = field(default=None, metadata={"help": "Subset/config name of a datasets source."})
-    split_filter: str | None = field(default=None, metadata={"help": "Keep rows whose `split` column equals this."})
-    columns: dict | str | None = field(
-        default=None,
-        metadata={"help": "Column mapping onto question/answer/aliases, as data.columns (e.g. {answer: answer.value})."},
-    )
+    The held-out source fields (data, split, subset, columns, split_filter, split_column, max_samples,
+    weight_column) are `rlcal.data.task.HeldOutSource`'s, declared once with the training data's; prompts and
+    grading are the training run's own (`Recipe.task("calibration")`), so they are not repeated here.
+    """
+
     every_n_steps: int = field(
         default=0, metadata={"help": "Evaluate every N optimizer steps; 0 = base and end only."}
     )
@@ -69,12 +66,6 @@ class CalibrationEvalConfig:
     )
     confidence: str = field(default="answer_prob", metadata={"help": f"One of {', '.join(CONFIDENCE_METHODS)}."})
     num_samples: int = field(default=8, metadata={"help": "k sampled answers for `agreement` confidence."})
-    max_samples: int | None = field(
-        default=256, metadata={"help": "Evaluate at most this many questions (with weight_column: draw this many)."}
-    )
-    weight_column: str | None = field(
-        default=None, metadata={"help": "Draw questions with replacement, probability ∝ this column (popularity)."}
-    )
     max_new_tokens: int = field(default=16, metadata={"help": "Generation length for eval answers."})
     batch_size: int = field(default=32, metadata={"help": "Questions per generation batch (per process)."})
     n_bins: int = field(default=15, metadata={"help": "Equal-width bins for ECE."})
@@ -83,7 +74,7 @@ class CalibrationEvalConfig:
     table_rows: int = field(default=200, metadata={"help": "Prediction rows per W&B table (0 = no table)."})
 
     def __post_init__(self) -> None:
-        self.columns = check_columns(self.columns, "calibration.columns")
+        super().__post_init__()  # the held-out source fields
         self.thresholds = [check_threshold(t) for t in self.thresholds]
         if self.confidence not in CONFIDENCE_METHODS:
             raise ValueError(f"calibration.confidence must be one of {CONFIDENCE_METHODS}, got {self.confidence!r}")
@@ -95,8 +86,6 @@ class CalibrationEvalConfig:
             value = getattr(self, name)
             if value < 0 or (value == 0 and name != "every_n_steps"):
                 raise ValueError(f"calibration.{name} must be {'>= 0' if name == 'every_n_steps' else '> 0'}")
-        if self.max_samples is not None and self.max_samples <= 0:
-            raise ValueError("calibration.max_samples must be > 0 (or null for all)")
 
 
 # ---- the training hook --------------------------------------------------------------------------------------------
@@ -162,7 +151,6 @@ class CalibrationHook:
     ) -> None:
         from rlcal.core.grading import AnswerGrader
         from rlcal.core.prompts import PromptTemplate
-        from rlcal.data.qa import load_qa_dataset
 
         if config.data is None:
             raise RlcalError("calibration.data is not set: there is no eval set for the calibration callback")
@@ -170,16 +158,7 @@ class CalibrationHook:
         self.template = template or PromptTemplate()
         self.grader = grader or AnswerGrader()
         self.output_dir = Path(output_dir)
-        self.dataset = load_qa_dataset(
-            config.data,
-            split=config.split,
-            subset=config.subset,
-            split_filter=config.split_filter,
-            columns=config.columns,
-            max_samples=config.max_samples,
-            weight_column=config.weight_column,
-            seed=config.seed,
-        )
+        self.dataset = config.load(seed=config.seed)
         self.trainer = trainer
         self.base_metrics: dict[str, Any] | None = None
         self.last_step: int | None = None

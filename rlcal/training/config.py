@@ -14,6 +14,7 @@ A recipe is a YAML mapping with these sections (every key optional except `model
                                        + pretrain_recipe (build the toy model when the model dir is missing)
     data:        DataArguments       - source, split, subset, columns, split_filter, prompt template
     reward:      RewardArguments     - name, threshold sampler spec, grader, abstain phrases
+                 (data + reward.grader/abstain_phrases = the QA task, `rlcal.data.task.QATask`: `recipe.task()`)
     warmup:      WarmupArguments     - optional SFT warm-up that teaches the answer/"I don't know" format
     training:    trl.GRPOConfig / trl.RLOOConfig fields, passed through unchanged
     wandb:       WandbArguments      - project, entity, name, tags, mode
@@ -28,7 +29,6 @@ that name them (with a did-you-mean). Every problem is raised as one `RlcalError
 
 from __future__ import annotations
 
-import difflib
 import enum
 import math
 import os
@@ -43,11 +43,19 @@ import yaml
 from trl import GRPOConfig, ModelConfig, RLOOConfig, TrlParser
 
 from rlcal.common.errors import RlcalError
-from rlcal.core.grading import GRADERS
-from rlcal.core.prompts import BEST_GUESS_INSTRUCTION, CONFIDENCE_TARGET_INSTRUCTION, PromptTemplate
 from rlcal.core.rewards import REWARDS
 from rlcal.core.thresholds import ThresholdSampler
-from rlcal.data.qa import check_columns
+from rlcal.data.task import (
+    GRADING_FIELDS,
+    PROMPT_FIELDS,
+    FieldGroup,
+    GradingSpec,
+    PromptSpec,
+    QASource,
+    QATask,
+    read_recipe_file,
+    unknown_keys_error,
+)
 from rlcal.training.callbacks import CalibrationEvalConfig
 
 TRAINERS: dict[str, type] = {"grpo": GRPOConfig, "rloo": RLOOConfig}
@@ -94,62 +102,17 @@ class ModelArguments(ModelConfig):
 
 
 @dataclass
-class DataArguments:
-    """The `data:` section: which QA rows to train on and how each becomes a confidence-target prompt."""
+class DataArguments(PromptSpec, QASource):
+    """The `data:` section: which QA rows to train on and how each becomes a confidence-target prompt.
 
-    source: str | None = field(
-        default=None, metadata={"help": "Local .jsonl/.json/.csv/.parquet file, or a `datasets` name."}
-    )
-    split: str = field(default="train", metadata={"help": "Split of a `datasets` source."})
-    subset: str | None = field(default=None, metadata={"help": "Subset/config name of a `datasets` source."})
-    columns: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "Column mapping onto question/answer/aliases, e.g. {answer: answer.value} (dotted = nested)."
-        },
-    )
-    split_filter: str | None = field(default=None, metadata={"help": "Keep rows whose split column equals this."})
-    split_column: str = field(default="split", metadata={"help": "Column that `split_filter` looks at."})
-    max_samples: int | None = field(
-        default=None, metadata={"help": "Use at most this many rows (with weight_column: draw this many)."}
-    )
-    weight_column: str | None = field(
-        default=None,
-        metadata={
-            "help": "Draw rows with replacement, probability ∝ this column (the world's `popularity`: questions "
-            "arrive as often as their facts are mentioned in pretraining)."
-        },
-    )
-    prompt_format: str = field(default="plain", metadata={"help": "plain (completion prompt) | chat (messages)."})
-    instruction: str = field(default=CONFIDENCE_TARGET_INSTRUCTION, metadata={"help": "Instruction for t > 0."})
-    instruction_t0: str = field(default=BEST_GUESS_INSTRUCTION, metadata={"help": "Instruction at t = 0."})
-    template: str | None = field(
-        default=None, metadata={"help": "Prompt (plain) or user turn (chat) with {instruction} and {question}."}
-    )
-    system_prompt: str | None = field(default=None, metadata={"help": "System message (chat format)."})
-
-    def __post_init__(self) -> None:
-        if not self.source:
-            raise ValueError("source is required (a local QA file or a `datasets` name)")
-        self.columns = check_columns(self.columns)
-        if self.max_samples is not None and self.max_samples <= 0:
-            raise ValueError("max_samples must be > 0 (or null for all rows)")
-        self.prompt_template()  # bad placeholders and formats fail here, at config time
-
-    def prompt_template(self) -> PromptTemplate:
-        return PromptTemplate(
-            format=self.prompt_format,
-            instruction=self.instruction,
-            instruction_t0=self.instruction_t0,
-            template=self.template,
-            system_prompt=self.system_prompt,
-        )
+    Its fields are declared once in `rlcal.data.task` (`QASource` + `PromptSpec`, shared with `rlcal eval` and the
+    calibration section); `Recipe.task()` adds the reward section's grading to give the whole `QATask`.
+    """
 
 
 @dataclass
-class RewardArguments:
-    """The `reward:` section: the calibrated reward and how confidence targets t are drawn per example."""
-
+class _RewardShape(FieldGroup):
+    # Declared in a base ahead of GradingSpec only so that the section keeps listing name and threshold first.
     name: str = field(default="confidence_target", metadata={"help": f"One of {', '.join(REWARDS)}."})
     threshold: dict | str | None = field(
         default=None,
@@ -158,16 +121,17 @@ class RewardArguments:
             "{beta: [a, b]}, with optional cap/decimals. Default: {choice: [0.5, 0.75, 0.9]}."
         },
     )
-    grader: str = field(default="exact", metadata={"help": f"Answer grader: {', '.join(sorted(GRADERS))}."})
-    abstain_phrases: list[str] | None = field(
-        default=None, metadata={"help": "Phrases that count as \"I don't know\" (default: rlcal's built-in list)."}
-    )
+
+
+@dataclass
+class RewardArguments(GradingSpec, _RewardShape):
+    """The `reward:` section: the calibrated reward, how confidence targets t are drawn per example, and the
+    grading (`grader`, `abstain_phrases`: `rlcal.data.task.GradingSpec`, shared with evaluation)."""
 
     def __post_init__(self) -> None:
         if self.name not in REWARDS:
             raise ValueError(f"unknown reward {self.name!r}; choose from {', '.join(REWARDS)}")
-        if self.grader not in GRADERS:
-            raise ValueError(f"unknown grader {self.grader!r}; choose from {', '.join(sorted(GRADERS))}")
+        super().__post_init__()  # grader and abstain phrases
         spec = _parse_mapping(self.threshold, "threshold")
         self.threshold = {"choice": [0.5, 0.75, 0.9]} if spec is None else spec
         self.sampler()  # t >= 1, bad weights, unknown sampler keys: all fail here
@@ -311,6 +275,21 @@ class Recipe:
     def output_dir(self) -> Path:
         return Path(self.training.output_dir)
 
+    def task(self, section: str = "data") -> QATask:
+        """The QA task this recipe trains on (`data:` + the reward's grading), or with section="calibration" the
+        one its calibration callback evaluates: the same prompt and grading on `calibration:`'s held-out source
+        (`rlcal eval --recipe` builds the same from the YAML via `QATask.from_recipe`)."""
+        if section == "data":
+            source = self.data.source_fields()
+        elif section == "calibration":
+            if self.calibration.data is None:
+                raise RlcalError("calibration.data is not set: the recipe has no held-out eval set")
+            source = self.calibration.source_fields()
+        else:
+            raise ValueError(f"section must be 'data' or 'calibration', got {section!r}")
+        prompt = {k: getattr(self.data, k) for k in PROMPT_FIELDS}
+        return QATask(**source, **prompt, **{k: getattr(self.reward, k) for k in GRADING_FIELDS})
+
 
 def _plain(value: Any) -> Any:
     """Make a config value YAML-safe (enums -> value, tuples -> lists)."""
@@ -338,14 +317,6 @@ class _SectionParser(TrlParser):
 
 def _init_fields(cls: type) -> list[str]:
     return [f.name for f in fields(cls) if f.init]
-
-
-def _unknown_keys_error(section: str, unknown: Sequence[str], known: Sequence[str], where: str) -> RlcalError:
-    parts = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, known, n=1)
-        parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return RlcalError(f"unknown key{'s' if len(parts) > 1 else ''} in {section} {where}: {', '.join(parts)}")
 
 
 def _split_cli(overrides: Sequence[str]) -> list[tuple[str, list[str]]]:
@@ -384,7 +355,7 @@ def _route_cli(items: list[tuple[str, list[str]]], trainer_cls: type) -> tuple[d
             owners = [name for name, names in section_fields.items() if key in names]
             if not owners:
                 every = sorted(set().union(*section_fields.values()) | set(TOP_LEVEL_KEYS))
-                raise _unknown_keys_error("the command line", [key], every, "overrides")
+                raise unknown_keys_error("the command line", [key], every, "overrides")
             if len(owners) > 1:
                 raise RlcalError(f"--{key} is ambiguous; write --{owners[0]}.{key} (or {', '.join(owners[1:])})")
             section, sub = owners[0], key
@@ -401,13 +372,13 @@ def _parse_section(
     known = _init_fields(cls)
     unknown = [k for k in values if k not in known]
     if unknown:
-        raise _unknown_keys_error(section, unknown, known, "section")
+        raise unknown_keys_error(section, unknown, known, "section")
     parser = _SectionParser(section, cls)
     parser.set_defaults_with_config(**values)
     namespace, remaining = parser.parse_known_args(cli)
     if remaining:
         flags = [r[2:] for r in remaining if r.startswith("--")] or remaining
-        raise _unknown_keys_error(section, flags, known, "overrides")
+        raise unknown_keys_error(section, flags, known, "overrides")
     kwargs = {k: v for k, v in vars(namespace).items() if k in known}
     cli_keys = {a[2:] for a in cli if a.startswith("--")}
     hints = typing.get_type_hints(cls)  # not f.type: HfArgumentParser rewrites it (Optional[str] -> str)
@@ -486,16 +457,7 @@ def _training_adjust(notes: list[str]):
 
 def load_recipe_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Read a recipe YAML file into a mapping (errors name the file)."""
-    p = Path(path)
-    if not p.is_file():
-        raise RlcalError(f"recipe not found: {path}")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RlcalError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(raw, Mapping):
-        raise RlcalError(f"{path}: a recipe must be a YAML mapping of sections")
-    return dict(raw)
+    return read_recipe_file(path)
 
 
 def parse_recipe(raw: Mapping[str, Any], overrides: Sequence[str] = (), path: str | None = None) -> Recipe:
@@ -504,7 +466,7 @@ def parse_recipe(raw: Mapping[str, Any], overrides: Sequence[str] = (), path: st
     allowed = set(SECTIONS) | {"training", *TOP_LEVEL_KEYS}
     unknown = [k for k in raw if k not in allowed]
     if unknown:
-        raise _unknown_keys_error("the recipe", unknown, sorted(allowed), "(top level)")
+        raise unknown_keys_error("the recipe", unknown, sorted(allowed), "(top level)")
     items = _split_cli(overrides)
     trainer = next((v[0] for k, v in items if k == "trainer" and v), raw.get("trainer", "grpo"))
     if trainer not in TRAINERS:

@@ -297,3 +297,12 @@ def test_behavioral_needs_the_same_questions_at_t0_and_another_threshold():
     beh = aggregate(partial)["behavioral"]
     assert beh["behavioral_n"] == 1
     assert beh["behavioral_ece"] == behavioral.behavioral_ece([0.0, 0.5], [[1, 0]], [1]) == pytest.approx(0.5)
+
+
+def test_eval_metrics_do_not_depend_on_the_order_predictions_were_gathered_in():
+    from rlcal.evaluation.evaluate import compute_metrics
+
+    preds = eval_predictions(policy_records(60, overconfidence=0.2))
+    shuffled = list(preds)
+    random.Random(1).shuffle(shuffled)
+    assert compute_metrics(shuffled, GRID) == compute_metrics(preds, GRID)  # intervals included, exactly

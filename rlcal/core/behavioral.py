@@ -51,7 +51,9 @@ def check_grid(thresholds: Sequence[float]) -> np.ndarray:
     return grid
 
 
-def _check_decisions(grid: np.ndarray, answered: ArrayLike, correct: ArrayLike | None = None) -> tuple[np.ndarray, ...]:
+def _check_decisions(
+    grid: np.ndarray, answered: ArrayLike, correct: ArrayLike | None = None
+) -> tuple[np.ndarray, ...]:
     ans = np.asarray(answered)
     if ans.ndim != 2 or ans.shape[1] != grid.size:
         raise ValueError(f"answered must have shape (questions, {grid.size}), got {ans.shape}")

@@ -251,7 +251,10 @@ def compute_metrics(
     if not t0:
         raise RlcalError("no predictions at t = 0: the eval set is empty")
     n_questions = len(t0)
-    records = [Record(p["outcome"], float(p["threshold"]), p["confidence"], p["index"]) for p in predictions]
+    # In (question, t) order, whatever order the processes gathered them in: sums, bins and the bootstrap's
+    # question order (hence its intervals) then do not depend on it.
+    ordered = sorted(predictions, key=lambda p: (p["index"], float(p["threshold"])))
+    records = [Record(p["outcome"], float(p["threshold"]), p["confidence"], p["index"]) for p in ordered]
     agg = aggregate(records, n_bins, calibration_threshold=0.0, n_resamples=n_resamples, seed=seed)
     calibration = agg["calibration"]
     scored = [p for p in t0 if p["answered"] and p["confidence"] is not None]

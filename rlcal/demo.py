@@ -151,23 +151,24 @@ def _bucket(count: int) -> str:
 
 
 def hallucination_by_count(predictions: list[Mapping[str, Any]], counts: list[int], t: float) -> dict[str, Any]:
-    """Per mention-count bucket at prompt target t: n, accuracy, hallucination rate (wrong / all), abstain rate."""
-    out: dict[str, dict[str, float]] = {}
+    """Per mention-count bucket at prompt target t: n, accuracy, hallucination rate (wrong / all), abstain rate
+    (counts from `rlcal.core.aggregate.threshold_block`, the per-threshold function of `rlcal eval`)."""
+    from rlcal.core.aggregate import threshold_block
+
+    groups: dict[str, list[str]] = {}
     for p in predictions:
-        if float(p["threshold"]) != t:
-            continue
-        b = out.setdefault(_bucket(counts[p["index"]]), {"n": 0, "correct": 0, "wrong": 0, "abstain": 0})
-        b["n"] += 1
-        b[p["outcome"]] += 1
-    return {
-        k: {
-            "n": v["n"],
-            "accuracy": v["correct"] / v["n"],
-            "hallucination_rate": v["wrong"] / v["n"],
-            "abstain_rate": v["abstain"] / v["n"],
+        if float(p["threshold"]) == t:
+            groups.setdefault(_bucket(counts[p["index"]]), []).append(p["outcome"])
+    out = {}
+    for k, outcomes in sorted(groups.items(), key=lambda kv: BUCKETS.index(kv[0])):
+        m = threshold_block(outcomes, [t] * len(outcomes))
+        out[k] = {
+            "n": m["n"],
+            "accuracy": m["n_correct"] / m["n"],
+            "hallucination_rate": m["hallucination_rate"],
+            "abstain_rate": m["n_abstain"] / m["n"],
         }
-        for k, v in sorted(out.items(), key=lambda kv: BUCKETS.index(kv[0]))
-    }
+    return out
 
 
 def error_drawn_like_mentions(predictions: list[Mapping[str, Any]], weights: list[float]) -> float:
@@ -219,6 +220,8 @@ def _mean(values: list[float | None]) -> float | None:
 def model_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The summary.json entry of one model: ECE (t = 0 prompt), abstain and hallucination rates averaged over the
     confidence targets t ∈ {0.5, 0.75, 0.9} (where the two rewards differ), and per_threshold as `rlcal score`."""
+    from rlcal.core.aggregate import RATE_KEYS
+
     per_t = metrics["per_threshold"]
     targets = [per_t[t] for t in TARGET_THRESHOLDS if t in per_t]
     return {
@@ -228,8 +231,7 @@ def model_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "accuracy_t0": metrics.get("accuracy"),
         "hallucination_rate_t0": metrics.get("hallucination_rate"),
         "per_threshold": {
-            t: {k: m[k] for k in ("n", "answer_rate", "accuracy_answered", "hallucination_rate", "score")}
-            for t, m in per_t.items()
+            t: {k: m[k] for k in ("n", *RATE_KEYS)} for t, m in per_t.items()
         },
     }
 

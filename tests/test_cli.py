@@ -16,7 +16,8 @@ from rlcal.cli import main
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "predictions.jsonl"
 TOP_KEYS = {"n", "ece", "ece_equal_mass", "mce", "brier", "auroc", "per_threshold"}
-PER_T_KEYS = {"n", "answer_rate", "accuracy_answered", "hallucination_rate", "score"}
+PER_T_KEYS = {"n", "n_correct", "n_wrong", "n_abstain", "answer_rate", "accuracy_answered", "hallucination_rate", "score",
+              "ci"}
 
 
 def test_score_example_end_to_end(tmp_path, capsys):

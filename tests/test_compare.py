@@ -141,3 +141,46 @@ def test_cli_compare_bad_input(tmp_path, capsys, content, match):
     err = capsys.readouterr().err
     assert err.startswith("rlcal compare: error:") and match in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_old_reliability_bins_files_still_draw_the_diagram(tmp_path):
+    # metrics.json from `rlcal score` before the schema was unified kept its bins under `reliability_bins`
+    old = eval_like(0.02, {"0": 1.0})
+    old["reliability_bins"] = old.pop("reliability")
+    new = eval_like(0.05, {"0": 0.9})
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    out = tmp_path / "o"
+    assert main(["compare", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--out", str(out)]) == 0
+    assert (out / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_intervals_and_bootstrap_settings_are_not_diffed_as_metrics():
+    m = {
+        "ece": 0.1,
+        "mce": 0.3,
+        "behavioral_ece": 0.04,
+        "ci": {"ece": [0.05, 0.15], "behavioral_ece": [0.01, 0.07]},
+        "bootstrap": {"n_resamples": 1000, "seed": 0, "level": 0.95, "n_units": 50},
+        "per_threshold": {"0.5": {"answer_rate": 0.5, "ci": {"answer_rate": [0.4, 0.6]}}},
+    }
+    assert flatten_metrics(m) == {
+        "ece": 0.1,
+        "mce": 0.3,
+        "behavioral_ece": 0.04,
+        "per_threshold[0.5].answer_rate": 0.5,
+    }
+
+
+def test_compares_two_real_score_outputs(tmp_path):
+    from rlcal.evaluation.score import Prediction, score_predictions
+
+    def scored(p_correct: int) -> dict:
+        preds = [Prediction("correct" if i < p_correct else "wrong", 0.0, 0.8, i) for i in range(10)]
+        preds += [Prediction("abstain" if i % 2 else "correct", 0.5, None, i) for i in range(10)]
+        return score_predictions(preds)
+
+    rows = {r.metric: r for r in compare_metrics(scored(8), scored(5))}
+    assert rows["ece"].a == pytest.approx(0.0) and rows["ece"].b == pytest.approx(0.3)
+    assert rows["per_threshold[0].accuracy_answered"].diff == pytest.approx(-0.3)
+    assert "behavioral_ece" in rows and not any(name.startswith(("ci", "bootstrap")) for name in rows)

@@ -113,6 +113,30 @@ def test_abstention_metrics_threshold_zero_has_no_penalty():
     assert M.abstention_metrics([1, 0, 0, 1], [1, 1, 1, 1], 0.0)["score"] == pytest.approx(0.5)
 
 
+def test_outcome_rates_on_numbers_and_arrays():
+    # 10 decisions, 4 right, 2 wrong at t = 0.75 (penalty 3 each): score (4 - 6) / 10
+    assert M.outcome_rates(10, 4, 2, 6.0) == {
+        "answer_rate": 0.6, "accuracy_answered": 4 / 6, "hallucination_rate": 0.2, "score": -0.2,
+    }  # fmt: skip
+    assert M.outcome_rates(3, 0, 0, 0.0)["accuracy_answered"] is None
+    # arrays (bootstrap resamples): elementwise the same numbers, NaN where undefined
+    n, c, w = np.array([10.0, 3.0, 0.0]), np.array([4.0, 0.0, 0.0]), np.array([2.0, 0.0, 0.0])
+    out = M.outcome_rates(n, c, w, 3 * w)
+    np.testing.assert_array_equal(out["answer_rate"], [0.6, 0.0, np.nan])
+    np.testing.assert_array_equal(out["accuracy_answered"], [4 / 6, np.nan, np.nan])
+    np.testing.assert_array_equal(out["score"], [-0.2, 0.0, np.nan])
+
+
+@FAST
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=50), st.integers(1, 20))
+def test_uniform_bin_index_is_the_reliability_binning(conf, n_bins):
+    idx = M.uniform_bin_index(np.array(conf), n_bins)
+    bins = M.reliability_bins(conf, [0] * len(conf), n_bins)
+    assert np.bincount(idx, minlength=n_bins + 1).tolist() == [b["count"] for b in bins]
+    for x, k in zip(conf, idx, strict=True):
+        assert bins[k]["lo"] <= x and (x < bins[k]["hi"] or k == n_bins)
+
+
 def test_ideal_policy_by_hand():
     conf, corr = [0.9, 0.8, 0.7, 0.3], [1, 0, 1, 0]
     # t=.75: answers .9,.8 -> 1 correct, 1 wrong; penalty 3 -> (1 - 3)/4 = -.5

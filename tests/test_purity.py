@@ -13,6 +13,8 @@ PURE = [
     "rlcal.core.grading",
     "rlcal.core.rewards",
     "rlcal.core.metrics",
+    "rlcal.core.aggregate",
+    "rlcal.core.behavioral",
     "rlcal.core.prompts",
     "rlcal.core.thresholds",
     "rlcal.evaluation.score",

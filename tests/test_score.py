@@ -105,7 +105,8 @@ def test_score_predictions_by_hand():
         Prediction(ABSTAIN, 0.75, None),
         Prediction(CORRECT, 0.75, None),  # no confidence: counts per threshold, not in calibration
     ]
-    result = score_predictions(preds, n_bins=10)
+    result = score_predictions(preds, n_bins=10, n_resamples=0)
+    assert "ci" not in result and "ci" not in result["per_threshold"]["0"]  # --bootstrap 0: no intervals
     assert (result["n"], result["n_answered"], result["n_abstained"], result["n_confidence"]) == (7, 5, 2, 4)
     conf, corr = [0.9, 0.6, 0.8, 0.7], [True, False, True, False]
     assert result["ece"] == pytest.approx(metrics.ece(conf, corr, 10))
@@ -114,10 +115,12 @@ def test_score_predictions_by_hand():
     assert result["auroc"] == pytest.approx(1.0)
     assert list(result["per_threshold"]) == ["0", "0.75"]
     assert result["per_threshold"]["0"] == {
-        "n": 2, "answer_rate": 1.0, "accuracy_answered": 0.5, "hallucination_rate": 0.5, "score": 0.5,
+        "n": 2, "n_correct": 1, "n_wrong": 1, "n_abstain": 0,
+        "answer_rate": 1.0, "accuracy_answered": 0.5, "hallucination_rate": 0.5, "score": 0.5,
     }  # fmt: skip
     at = result["per_threshold"]["0.75"]
-    assert at == pytest.approx({"n": 5, "answer_rate": 0.6, "accuracy_answered": 2 / 3, "hallucination_rate": 0.2,
+    assert at == pytest.approx({"n": 5, "n_correct": 2, "n_wrong": 1, "n_abstain": 2, "answer_rate": 0.6,
+                                "accuracy_answered": 2 / 3, "hallucination_rate": 0.2,
                                 "score": (2 - 3) / 5})  # fmt: skip
     assert result["overall"]["score"] == pytest.approx((1 + 0 + 1 - 3 + 0 + 0 + 1) / 7)
     json.dumps(result, allow_nan=False)
@@ -126,7 +129,8 @@ def test_score_predictions_by_hand():
 def test_no_confidences_gives_nulls():
     result = score_predictions([Prediction(CORRECT, 0.5), Prediction(ABSTAIN, 0.5, 0.3)])
     assert all(result[k] is None for k in ("ece", "ece_equal_mass", "mce", "brier", "auroc"))
-    assert result["n_confidence"] == 0 and result["reliability_bins"] is None
+    assert result["n_confidence"] == 0 and result["reliability"] == [] and "reliability_bins" not in result
+    assert result["ci"]["ece"] is None  # no calibration records: no interval either
     assert "no answered record carries a confidence" in format_table(result)
 
 
@@ -150,7 +154,7 @@ def test_per_threshold_agrees_with_metrics_module(preds):
         expected = metrics.abstention_metrics(
             [p.outcome == CORRECT for p in group], [p.outcome != ABSTAIN for p in group], float(key)
         )
-        assert set(got) == set(PER_THRESHOLD_KEYS)
+        assert set(got) == {*PER_THRESHOLD_KEYS, "ci"}
         for k in PER_THRESHOLD_KEYS:
             assert got[k] == pytest.approx(expected[k]) if expected[k] is not None else got[k] is None
     json.dumps(result, allow_nan=False)

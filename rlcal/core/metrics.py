@@ -10,6 +10,7 @@ floats, lists and dicts, so results can go straight into JSON logs::
     metrics.reliability_bins(conf, correct)       # per-bin data for a reliability diagram
     metrics.ideal_policy(conf, correct, 0.75)     # answer iff confidence > t, scored at threshold t
     metrics.abstention_metrics(correct, answered, 0.75)  # score what the model actually did
+    metrics.outcome_rates(n, n_correct, n_wrong, penalty_sum)  # the per-threshold rates, on numbers or arrays
     metrics.risk_coverage(conf, correct)          # selective-prediction curve and AURC
 
 Binning (``ece``, ``mce``, ``reliability_bins``):
@@ -23,7 +24,9 @@ Binning (``ece``, ``mce``, ``reliability_bins``):
   nearly equal size (``np.array_split``); tied confidences may straddle two groups.
 
 Scoring at a confidence target ``t`` (the reward the RL objective uses): +1 for a correct answer, 0 for an
-abstention and ``-t/(1-t)`` for a wrong answer, so answering pays off in expectation exactly when P(correct) > t.
+abstention and ``-t/(1-t)`` (``rlcal.core.thresholds.penalty``) for a wrong answer, so answering pays off in
+expectation exactly when P(correct) > t. ``outcome_rates`` is the one definition of the per-threshold rates; the
+aggregation layer (``rlcal.core.aggregate``) uses it for point estimates and bootstrap resamples alike.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from rlcal.core.thresholds import penalty
+
 __all__ = [
     "abstention_metrics",
     "auroc",
@@ -41,9 +46,11 @@ __all__ = [
     "ece",
     "ideal_policy",
     "mce",
+    "outcome_rates",
     "reliability_bins",
     "risk_coverage",
     "summarize",
+    "uniform_bin_index",
 ]
 
 Strategy = Literal["uniform", "quantile"]
@@ -106,14 +113,23 @@ def _check_threshold(threshold: float) -> float:
     return t
 
 
-def _wrong_penalty(t: float) -> float:
-    # Kept local (not imported from rlcal.core.rewards) so metrics stays dependency-free; must agree with rewards.penalty.
-    return t / (1.0 - t)
-
-
 # ---------------------------------------------------------------------------
 # Binning
 # ---------------------------------------------------------------------------
+
+
+def _uniform_edges(n_bins: int) -> np.ndarray:
+    # k/n rather than linspace: correctly rounded, so e.g. 0.3 is the boundary of [0.3, 0.4) with 10 bins.
+    return np.arange(n_bins + 1, dtype=np.float64) / n_bins
+
+
+def uniform_bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    """The uniform bin (0 .. n_bins) of each confidence, as ``reliability_bins`` assigns them (1.0 -> n_bins).
+
+    Exposed so that resampled ECEs (``rlcal.core.aggregate``) bin exactly as the point estimate does.
+    """
+    # side="right" == torch.bucketize(right=True): bins are [lo, hi); 1.0 gets its own bin index n_bins.
+    return np.searchsorted(_uniform_edges(n_bins), np.asarray(confidence, dtype=np.float64), side="right") - 1
 
 
 def _bins(conf: np.ndarray, corr: np.ndarray, n_bins: int, strategy: str) -> list[dict[str, Any]]:
@@ -121,10 +137,8 @@ def _bins(conf: np.ndarray, corr: np.ndarray, n_bins: int, strategy: str) -> lis
     _check_bins(n_bins, strategy)
     out: list[dict[str, Any]] = []
     if strategy == "uniform":
-        # k/n rather than linspace: correctly rounded, so e.g. 0.3 is the boundary of [0.3, 0.4) with 10 bins.
-        edges = np.arange(n_bins + 1, dtype=np.float64) / n_bins
-        # side="right" == torch.bucketize(right=True): bins are [lo, hi); 1.0 gets its own bin index n_bins.
-        idx = np.searchsorted(edges, conf, side="right") - 1
+        edges = _uniform_edges(n_bins)
+        idx = uniform_bin_index(conf, n_bins)
         counts = np.bincount(idx, minlength=n_bins + 1)
         conf_sum = np.bincount(idx, weights=conf, minlength=n_bins + 1)
         acc_sum = np.bincount(idx, weights=corr.astype(np.float64), minlength=n_bins + 1)
@@ -264,15 +278,37 @@ def abstention_metrics(correct: ArrayLike, answered: ArrayLike, threshold: float
     n_answered = int(ans.sum())
     n_correct = int((corr & ans).sum())
     n_wrong = n_answered - n_correct
+    counts = {"n": n, "n_correct": n_correct, "n_wrong": n_wrong, "n_abstain": n - n_answered}
+    return {**counts, **outcome_rates(n, n_correct, n_wrong, n_wrong * penalty(t))}
+
+
+def _ratio(num: Any, den: Any) -> Any:
+    """num / den; None for a scalar 0 denominator, NaN where an array denominator is 0."""
+    if isinstance(den, np.ndarray) or isinstance(num, np.ndarray):
+        num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+        return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, np.nan), where=den != 0)
+    return num / den if den else None
+
+
+def outcome_rates(n: Any, n_correct: Any, n_wrong: Any, penalty_sum: Any) -> dict[str, Any]:
+    """The rates of a group of ``n`` decisions with ``n_correct`` right and ``n_wrong`` wrong answers (the rest
+    abstentions), ``penalty_sum`` being the sum of ``t/(1-t)`` over the wrong answers (``n_wrong * penalty(t)``
+    for one t):
+
+    * ``answer_rate`` = (correct + wrong) / n
+    * ``accuracy_answered`` = correct / (correct + wrong); None (NaN for arrays) when nothing was answered
+    * ``hallucination_rate`` = wrong / n (over *all* decisions)
+    * ``score`` = (correct - penalty_sum) / n, the mean reward: +1 correct, 0 abstain, -t/(1-t) wrong
+
+    Works on Python numbers (point estimates) and on equal-shape numpy arrays (bootstrap resamples, where a
+    resample without decisions gives NaN) with the same arithmetic, so both are one definition.
+    """
+    answered = n_correct + n_wrong
     return {
-        "n": n,
-        "n_correct": n_correct,
-        "n_wrong": n_wrong,
-        "n_abstain": n - n_answered,
-        "answer_rate": n_answered / n,
-        "accuracy_answered": n_correct / n_answered if n_answered else None,
-        "hallucination_rate": n_wrong / n,
-        "score": (n_correct - n_wrong * _wrong_penalty(t)) / n,
+        "answer_rate": _ratio(answered, n),
+        "accuracy_answered": _ratio(n_correct, answered),
+        "hallucination_rate": _ratio(n_wrong, n),
+        "score": _ratio(n_correct - penalty_sum, n),
     }
 
 

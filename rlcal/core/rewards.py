@@ -22,7 +22,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rlcal.core.grading import ABSTAIN, CORRECT, DEFAULT_ABSTAIN_PHRASES, WRONG, AnswerGrader, Outcome
+from rlcal.core.aggregate import threshold_block
+from rlcal.core.grading import ABSTAIN, CORRECT, DEFAULT_ABSTAIN_PHRASES, AnswerGrader, Outcome
 from rlcal.core.thresholds import check_threshold, penalty
 
 LOG_SCORE_EPS = 0.01
@@ -267,15 +268,18 @@ def build_reward(name: str, **kwargs: Any) -> CalibratedReward:
 
 
 def outcome_stats(outcomes: Sequence[Outcome], thresholds: Sequence[float] | None = None) -> dict[str, float]:
-    """Batch statistics of graded outcomes: accuracy, abstain rate, hallucination rate (wrong / all), mean t."""
+    """Batch statistics of graded outcomes: accuracy, abstain rate, hallucination rate (wrong / all), mean t.
+
+    The counts come from `rlcal.core.aggregate.threshold_block`, the per-threshold function `rlcal score` and
+    `rlcal eval` use, so the logged `outcomes/*` mean what their tables mean."""
     n = len(outcomes)
     if n == 0:
         return {}
-    outcomes = list(outcomes)
+    block = threshold_block(list(outcomes), list(thresholds) if thresholds else [0.0] * n)
     stats = {
-        "accuracy": outcomes.count(CORRECT) / n,
-        "abstain_rate": outcomes.count(ABSTAIN) / n,
-        "hallucination_rate": outcomes.count(WRONG) / n,
+        "accuracy": block["n_correct"] / n,
+        "abstain_rate": block["n_abstain"] / n,
+        "hallucination_rate": block["hallucination_rate"],
     }
     if thresholds:
         stats["mean_threshold"] = sum(thresholds) / len(thresholds)

@@ -7,7 +7,8 @@ Reads two `metrics.json` files (from `rlcal eval`, `rlcal score` or the training
 prints, for every numeric metric both share (headline calibration numbers, `per_threshold[t].*`, and the sweep's
 ideal policy and gap), the value in A, the value in B, the difference B − A and the ratio B / A. The ECE line
 is the ECE drift. With `--out DIR` it also writes `compare.md` (the same table in markdown), `compare.json`,
-`reliability.png` (both reliability diagrams overlaid, when both files carry `reliability` bins) and
+`reliability.png` (both reliability diagrams overlaid, when both files carry `reliability` bins; older `rlcal score`
+files that call them `reliability_bins` are read the same way) and
 `answer_rate.png` (answer rate and accuracy on answered against t, with the ideal policies dashed). Needs no torch.
 """
 
@@ -29,6 +30,8 @@ HEADLINE = (
     "ece",
     "ece_equal_mass",
     "mce",
+    "behavioral_ece",
+    "behavioral_monotone_share",
     "brier",
     "auroc",
     "aurc",
@@ -44,6 +47,8 @@ HEADLINE = (
 PER_T = ("answer_rate", "accuracy_answered", "hallucination_rate", "score", "n", "n_correct", "n_wrong", "n_abstain")
 SWEEP = ("answer_rate", "accuracy_answered", "hallucination_rate", "score")
 NOT_METRICS = {"step", "n_bins", "thresholds", "seed"}
+# Sections that hold no metric to diff: run settings, and the bootstrap intervals (`ci`) and their settings.
+NOT_SECTIONS = {"per_threshold", "sweep", "settings", "source", "ci", "bootstrap"}
 
 
 @dataclass
@@ -90,7 +95,8 @@ def _by_t(section: Any) -> dict[str, Any]:
 
 
 def _bins(metrics: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    """Reliability bins: `reliability` (rlcal eval) or `reliability_bins` (rlcal score)."""
+    """Reliability bins under `reliability`, the one key both `rlcal eval` and `rlcal score` write; metrics.json
+    files from `rlcal score` before the schema was unified call them `reliability_bins`, read as the same thing."""
     return metrics.get("reliability") or metrics.get("reliability_bins")
 
 
@@ -110,7 +116,7 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
             out[key] = value
     for key in sorted(metrics):  # other sections of plain numbers, e.g. rlcal score's `overall`
         section = metrics[key]
-        if isinstance(section, Mapping) and key not in ("per_threshold", "sweep", "settings", "source"):
+        if isinstance(section, Mapping) and key not in NOT_SECTIONS:
             for sub, value in section.items():
                 if _is_number(value):
                     out[f"{key}.{sub}"] = value

@@ -42,6 +42,7 @@ from typing import Any
 from rlcal.common.errors import RlcalError
 from rlcal.common.files import check_model_ref, publish, staging_dir
 from rlcal.core import metrics as M
+from rlcal.core.aggregate import CALIBRATION_KEYS, DEFAULT_RESAMPLES, Record, aggregate
 from rlcal.core.grading import GRADERS, AnswerGrader
 from rlcal.core.prompts import FORMATS, PromptTemplate
 from rlcal.core.thresholds import DEFAULT_THRESHOLDS, check_threshold
@@ -245,8 +246,12 @@ def compute_metrics(
     thresholds: Sequence[float],
     confidence_method: str = "answer_prob",
     n_bins: int = 15,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Metrics from predictions (pure numpy): calibration at t = 0, per-threshold behaviour, the ideal-policy sweep."""
+    """Metrics from predictions (pure numpy): calibration at t = 0, per-threshold behaviour, behavioral ECE, the
+    ideal-policy sweep, and 95 % bootstrap intervals over questions (`n_resamples` seeded by `seed`; 0: none).
+    Aggregation is `rlcal.core.aggregate`, shared with `rlcal score`; docs/metrics.md lists every key."""
     by_t: dict[float, list[Mapping[str, Any]]] = {float(t): [] for t in thresholds}
     for p in predictions:
         by_t.setdefault(float(p["threshold"]), []).append(p)
@@ -256,30 +261,24 @@ def compute_metrics(
     if not t0:
         raise RlcalError("no predictions at t = 0: the eval set is empty")
     n_questions = len(t0)
+    # In (question, t) order, whatever order the processes gathered them in: sums, bins and the bootstrap's
+    # question order (hence its intervals) then do not depend on it.
+    ordered = sorted(predictions, key=lambda p: (p["index"], float(p["threshold"])))
+    records = [Record(p["outcome"], float(p["threshold"]), p["confidence"], p["index"]) for p in ordered]
+    agg = aggregate(records, n_bins, calibration_threshold=0.0, n_resamples=n_resamples, seed=seed)
+    calibration = agg["calibration"]
     scored = [p for p in t0 if p["answered"] and p["confidence"] is not None]
     conf = [float(p["confidence"]) for p in scored]
     correct = [bool(p["correct"]) for p in scored]
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {k: calibration[k] for k in ("n", *CALIBRATION_KEYS)}
     if scored:
-        out.update(M.summarize(conf, correct, n_bins=n_bins))
-        reliability = M.reliability_bins(conf, correct, n_bins=n_bins)
-        extra = {
-            "aurc": M.risk_coverage(conf, correct)["aurc"],
-            "mean_confidence": sum(conf) / len(conf),
-            "accuracy_answered": sum(correct) / len(correct),
-        }
+        extra = {"aurc": M.risk_coverage(conf, correct)["aurc"], "mean_confidence": sum(conf) / len(conf)}
     else:
         warnings.warn(
             "no answered question with a confidence at t = 0: calibration metrics are undefined", stacklevel=2
         )
-        out.update({"n": 0, "ece": None, "ece_equal_mass": None, "mce": None, "brier": None, "auroc": None})
-        reliability = []
-        extra = {"aurc": None, "mean_confidence": None, "accuracy_answered": None}
-    per_threshold = {
-        threshold_key(t): M.abstention_metrics([p["correct"] for p in rows], [p["answered"] for p in rows], t)
-        for t, rows in sorted(by_t.items())
-        if rows
-    }
+        extra = {"aurc": None, "mean_confidence": None}
+    per_threshold = agg["per_threshold"]
     # Ideal policy: answer iff the t = 0 confidence > t. No answer or no stated confidence counts as confidence 0.
     ideal_conf = [float(p["confidence"]) if p["answered"] and p["confidence"] is not None else 0.0 for p in t0]
     ideal_correct = [bool(p["correct"]) for p in t0]
@@ -299,23 +298,31 @@ def compute_metrics(
         if t > 0:
             gaps.append(abs(sweep[key]["gap"]["answer_rate"]))
     t0_metrics = per_threshold[threshold_key(0.0)]
+    behavior = agg["behavioral"]
     out.update(
         {
             "n_questions": n_questions,
             "n_no_confidence": sum(1 for p in t0 if p["answered"] and p["confidence"] is None),
             **extra,
+            # The t = 0 row's own number: answered questions with or without a stated confidence alike.
+            "accuracy_answered": t0_metrics["accuracy_answered"],
             "accuracy": t0_metrics["n_correct"] / n_questions,
             "abstain_rate": t0_metrics["n_abstain"] / n_questions,
             "hallucination_rate": t0_metrics["hallucination_rate"],
             "sweep_answer_rate_gap": sum(gaps) / len(gaps) if gaps else None,
+            **{k: v for k, v in behavior.items() if k != "behavioral_bins"},
             "confidence_method": confidence_method,
             "thresholds": sorted(by_t),
             "per_threshold": per_threshold,
             "sweep": sweep,
-            "reliability": reliability,
+            "reliability": calibration["reliability"],
+            "behavioral_bins": behavior["behavioral_bins"],
             "n_bins": n_bins,
         }
     )
+    if "ci" in agg:
+        out["ci"] = agg["ci"]
+        out["bootstrap"] = agg["bootstrap"]
     return _clean(out)
 
 
@@ -442,24 +449,48 @@ def write_eval(
 
 
 def format_summary(metrics: Mapping[str, Any]) -> str:
-    """A short human-readable summary: headline calibration numbers and the sweep table."""
+    """A short human-readable summary: headline calibration numbers and the sweep table, measured values with their
+    95 % bootstrap intervals (`0.542 [0.470, 0.610]`) when the metrics carry them."""
 
     def f(x: Any) -> str:
         return "—" if x is None else (f"{x:.4f}" if isinstance(x, float) else str(x))
 
+    def f_ci(x: Any, interval: Sequence[float] | None) -> str:
+        if x is None or not interval:
+            return f(x)
+        return f"{x:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+    ci = metrics.get("ci") or {}
     lines = [
         f"confidence: {metrics.get('confidence_method')}   answered at t=0: {metrics.get('n')}/{metrics.get('n_questions')}",
         "ECE {}  (equal-mass {})  MCE {}  Brier {}  AUROC {}".format(
-            *(f(metrics.get(k)) for k in ("ece", "ece_equal_mass", "mce", "brier", "auroc"))
+            f_ci(metrics.get("ece"), ci.get("ece")),
+            *(f(metrics.get(k)) for k in ("ece_equal_mass", "mce", "brier", "auroc")),
         ),
-        f"{'t':>6} {'answer':>8} {'acc|ans':>8} {'halluc':>8} {'score':>8} | {'ideal ans':>9} {'ideal sc':>9}",
     ]
+    if metrics.get("behavioral_ece") is not None:
+        lines.append(
+            f"behavioral ECE {f_ci(metrics['behavioral_ece'], ci.get('behavioral_ece'))}  monotone in t "
+            f"{f_ci(metrics.get('behavioral_monotone_share'), ci.get('behavioral_monotone_share'))}"
+        )
+    per_t = metrics.get("per_threshold") or {}
+    header = ("t", "answer", "acc|ans", "halluc", "score", "|", "ideal ans", "ideal sc")
+    rows = []
     for key, s in (metrics.get("sweep") or {}).items():
         m, i = s["measured"], s["ideal"]
-        lines.append(
-            f"{key:>6} {f(m['answer_rate']):>8} {f(m['accuracy_answered']):>8} {f(m['hallucination_rate']):>8} "
-            f"{f(m['score']):>8} | {f(i['answer_rate']):>9} {f(i['score']):>9}"
+        intervals = (per_t.get(key) or {}).get("ci") or {}
+        rows.append(
+            (
+                key,
+                *(f_ci(m[k], intervals.get(k)) for k in ("answer_rate", "accuracy_answered", "hallucination_rate")),
+                f_ci(m["score"], intervals.get("score")),
+                "|",
+                f(i["answer_rate"]),
+                f(i["score"]),
+            )
         )
+    widths = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
+    lines += [" ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
     return "\n".join(lines)
 
 

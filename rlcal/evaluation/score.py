@@ -6,17 +6,21 @@
     cat preds.jsonl | rlcal score -                           # read standard input
 
 One JSON object per line, of either kind (they may be mixed):
-- graded by rlcal: `{"response": ..., "answer": ...}` with optional `aliases`, `question`, `threshold`,
+- graded by rlcal: `{"response": ..., "answer": ...}` with optional `aliases`, `question`, `id`, `threshold`,
   `confidence`. The response (a string or chat messages) is graded by `rlcal.core.grading`, the very function the
   rewards use; without a `confidence` field a verbalised one in the response (`<confidence>0.8</confidence>`)
   is used if present;
-- already graded: `{"confidence": ..., "correct": ...}` with optional `threshold` and `abstained`
+- already graded: `{"confidence": ..., "correct": ...}` with optional `threshold`, `abstained`, `question`, `id`
   (`correct` may be left out when `abstained` is true).
 
 A record without `threshold` counts at t = 0 (0-1 grading). Calibration (ECE, MCE, Brier, AUROC) is computed on
 the answered records that carry a confidence; per threshold t the table reports answer rate, accuracy of the
 answered, hallucination rate (wrong / all) and score, the mean confidence-target reward (+1 correct, 0 abstain,
-−t/(1−t) wrong) of the records at t. See docs/scoring.md for the JSON schema. Pure: no torch, no TRL.
+−t/(1−t) wrong) of the records at t, each with a 95 % bootstrap interval over questions (`--bootstrap 0` skips
+them). Records of one question (same `id`, else same `question` text; a record with neither is a question of its
+own) are resampled together, and when the same questions were decided at t = 0 and other thresholds the
+behavioral ECE is reported too. Aggregation is `rlcal.core.aggregate`; every key is in docs/metrics.md. Pure: no
+torch, no TRL.
 """
 
 from __future__ import annotations
@@ -28,29 +32,21 @@ import math
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
 from rlcal.common.files import stage_bytes
-from rlcal.core import metrics
-from rlcal.core.grading import ABSTAIN, CORRECT, GRADERS, WRONG, AnswerGrader, Outcome
+from rlcal.core import aggregate as A
+from rlcal.core.grading import ABSTAIN, CORRECT, GRADERS, WRONG, AnswerGrader
 from rlcal.core.prompts import format_number
-from rlcal.core.rewards import completion_text, confidence_target_score, parse_confidence
+from rlcal.core.rewards import completion_text, parse_confidence
 from rlcal.core.thresholds import penalty
 
 DEFAULT_BINS = 15
-PER_THRESHOLD_KEYS = ("n", "answer_rate", "accuracy_answered", "hallucination_rate", "score")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One scored record: its outcome, confidence target t and (optional) confidence in its answer."""
-
-    outcome: Outcome
-    threshold: float = 0.0
-    confidence: float | None = None
+PER_THRESHOLD_KEYS = A.PER_THRESHOLD_KEYS
+Prediction = A.Record  # one scored record: outcome, confidence target t, confidence, question id
+threshold_key = A.threshold_key
 
 
 # ---- reading and validating records ---------------------------------------------------------------------------
@@ -109,11 +105,28 @@ def _gold(value: Any, field: str, where: str) -> str:
     raise _bad(where, f"field {field!r} must be a string or a number, got {_show(value)}")
 
 
+def _question_id(record: Mapping[str, Any], where: str) -> tuple[str, Any] | None:
+    """Which question a record belongs to: its `id` (string or integer) if given, else its `question` text; None
+    when it has neither (then it is a question of its own). Records of one question are resampled together."""
+    value = record.get("id")
+    if value is not None:
+        if not (isinstance(value, str) or isinstance(value, int) and not isinstance(value, bool)):
+            raise _bad(where, f"field 'id' must be a string or an integer, got {_show(value)}")
+        return ("id", value)
+    question = record.get("question")
+    if question is None:
+        return None
+    if not isinstance(question, str):
+        raise _bad(where, f"field 'question' must be a string, got {_show(question)}")
+    return ("question", question)
+
+
 def parse_record(record: Any, grader: AnswerGrader, where: str = "record") -> Prediction:
     """Validate one JSON record and turn it into a `Prediction`; `RlcalError` naming `where` and the field if bad."""
     if not isinstance(record, dict):
         raise _bad(where, f"expected a JSON object, got {type(record).__name__}")
     t = _threshold(record, where)
+    qid = _question_id(record, where)
     if "response" in record:  # graded by rlcal; any 'correct'/'abstained' fields are ignored
         response = record["response"]
         if not isinstance(response, str | list | dict):
@@ -131,21 +144,19 @@ def parse_record(record: Any, grader: AnswerGrader, where: str = "record") -> Pr
                 raise _bad(where, f"field 'aliases' must be a list of strings, got {_show(aliases)}")
             # an empty alias can never match, so it is dropped rather than rejected
             golds += [_gold(a, "aliases", where) for a in aliases if not (isinstance(a, str) and not a.strip())]
-        question = record.get("question")
-        if question is not None and not isinstance(question, str):
-            raise _bad(where, f"field 'question' must be a string, got {_show(question)}")
+        question = record.get("question")  # validated by _question_id
         text = completion_text(response)
         outcome = grader(text, golds, None, question)
         confidence = _confidence(record, where) if "confidence" in record else parse_confidence(text)
-        return Prediction(outcome, t, confidence)
+        return Prediction(outcome, t, confidence, qid)
     if "correct" in record or "confidence" in record or "abstained" in record:
         confidence = _confidence(record, where)
         if _flag(record, "abstained", where):
-            return Prediction(ABSTAIN, t, confidence)
+            return Prediction(ABSTAIN, t, confidence, qid)
         correct = _flag(record, "correct", where)
         if correct is None:
             raise _bad(where, "missing field 'correct' (true/false; it may be left out only when 'abstained' is true)")
-        return Prediction(CORRECT if correct else WRONG, t, confidence)
+        return Prediction(CORRECT if correct else WRONG, t, confidence, qid)
     fields = ", ".join(sorted(record)) or "none"
     raise _bad(
         where,
@@ -205,65 +216,47 @@ def load_predictions(
 # ---- metrics ---------------------------------------------------------------------------------------------------
 
 
-def threshold_key(t: float) -> str:
-    """How t names its group in `per_threshold`: "0", "0.5", "0.75"; t is rounded to 2 decimals (more near 1, so
-    that 0.999 does not read "1")."""
-    for decimals in (2, 4, 6):
-        key = format_number(t, decimals)
-        if key != "1":
-            return key
-    return repr(t)
-
-
 def outcome_metrics(predictions: Sequence[Prediction]) -> dict[str, Any]:
-    """`{n, answer_rate, accuracy_answered, hallucination_rate, score}` of a group; score is the mean
-    confidence-target reward, each record at its own t."""
-    n = len(predictions)
-    outcomes = [p.outcome for p in predictions]
-    n_correct, n_wrong = outcomes.count(CORRECT), outcomes.count(WRONG)
-    answered = n_correct + n_wrong
-    return {
-        "n": n,
-        "answer_rate": answered / n,
-        "accuracy_answered": n_correct / answered if answered else None,
-        "hallucination_rate": n_wrong / n,
-        "score": math.fsum(confidence_target_score(p.outcome, p.threshold) for p in predictions) / n,
-    }
+    """`{n, n_correct, n_wrong, n_abstain, answer_rate, accuracy_answered, hallucination_rate, score}` of a group
+    (`rlcal.core.aggregate.threshold_block`); score is the mean confidence-target reward, each record at its own t."""
+    return A.threshold_block([p.outcome for p in predictions], [p.threshold for p in predictions])
 
 
-def score_predictions(predictions: Sequence[Prediction], n_bins: int = DEFAULT_BINS) -> dict[str, Any]:
-    """The metrics of `rlcal score` as a JSON-ready dict (see docs/scoring.md for every key)."""
+def score_predictions(
+    predictions: Sequence[Prediction], n_bins: int = DEFAULT_BINS, n_resamples: int = A.DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """The metrics of `rlcal score` as a JSON-ready dict (see docs/metrics.md for every key). `n_resamples`
+    bootstrap resamples of questions (seeded by `seed`) give the 95 % intervals; 0 leaves them out."""
     if not predictions:
         raise RlcalError("no predictions to score")
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise RlcalError(f"--bins must be a positive integer, got {n_bins!r}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 0:
+        raise RlcalError(f"--bootstrap must be a non-negative integer, got {n_resamples!r}")
     outcomes = [p.outcome for p in predictions]
-    rated = [p for p in predictions if p.outcome != ABSTAIN and p.confidence is not None]
+    agg = A.aggregate(predictions, n_bins, calibration_threshold=None, n_resamples=n_resamples, seed=seed)
+    calibration = agg["calibration"]
     result: dict[str, Any] = {
         "n": len(predictions),
         "n_answered": len(predictions) - outcomes.count(ABSTAIN),
         "n_abstained": outcomes.count(ABSTAIN),
         "n_correct": outcomes.count(CORRECT),
         "n_wrong": outcomes.count(WRONG),
-        "n_confidence": len(rated),
+        "n_confidence": calibration["n"],
         "n_bins": n_bins,
     }
-    if rated:
-        conf = [p.confidence for p in rated]
-        corr = [p.outcome == CORRECT for p in rated]
-        summary = metrics.summarize(conf, corr, n_bins)
-        reliability = metrics.reliability_bins(conf, corr, n_bins)
-    else:
-        summary = dict.fromkeys(("ece", "ece_equal_mass", "mce", "brier", "auroc"))
-        reliability = None
-    for key in ("ece", "ece_equal_mass", "mce", "brier", "auroc"):
-        result[key] = summary[key]
-    groups: dict[str, list[Prediction]] = {}
-    for p in sorted(predictions, key=lambda p: p.threshold):
-        groups.setdefault(threshold_key(p.threshold), []).append(p)
-    result["per_threshold"] = {key: outcome_metrics(group) for key, group in groups.items()}
+    for key in A.CALIBRATION_KEYS:
+        result[key] = calibration[key]
+    behavior = agg["behavioral"]
+    result.update({k: v for k, v in behavior.items() if k != "behavioral_bins"})
+    result["per_threshold"] = agg["per_threshold"]
     result["overall"] = outcome_metrics(predictions)
-    result["reliability_bins"] = reliability
+    result["reliability"] = calibration["reliability"]
+    result["behavioral_bins"] = behavior["behavioral_bins"]
+    if "ci" in agg:
+        result["ci"] = agg["ci"]
+        result["bootstrap"] = agg["bootstrap"]
     return result
 
 
@@ -274,8 +267,19 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def with_ci(value: float | None, interval: Sequence[float] | None, digits: int = 3) -> str:
+    """`0.542 [0.470, 0.610]`; just the value when there is no interval, "-" when there is no value."""
+    if value is None:
+        return "-"
+    if not interval:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
 def format_table(result: Mapping[str, Any], source: str = "") -> str:
-    """The human-readable report: counts, calibration line, and one aligned row per threshold."""
+    """The human-readable report: counts, calibration line, and one aligned row per threshold (values with their
+    95 % bootstrap intervals when the result has them)."""
+    ci = result.get("ci") or {}
     lines = [
         f"rlcal score {source}".rstrip(),
         f"records {result['n']}: answered {result['n_answered']} (correct {result['n_correct']}, wrong "
@@ -284,36 +288,31 @@ def format_table(result: Mapping[str, Any], source: str = "") -> str:
     if result["n_confidence"]:
         lines.append(
             f"calibration on the {result['n_confidence']} answered records with a confidence "
-            f"({result['n_bins']} bins): ECE {_fmt(result['ece'])}  ECE (equal mass) {_fmt(result['ece_equal_mass'])}"
-            f"  MCE {_fmt(result['mce'])}  Brier {_fmt(result['brier'])}  AUROC {_fmt(result['auroc'])}"
+            f"({result['n_bins']} bins): ECE {with_ci(result['ece'], ci.get('ece'))}  ECE (equal mass) "
+            f"{_fmt(result['ece_equal_mass'])}  MCE {_fmt(result['mce'])}  Brier {_fmt(result['brier'])}  AUROC "
+            f"{_fmt(result['auroc'])}"
         )
     else:
         lines.append("calibration: no answered record carries a confidence (ECE, Brier, AUROC are null)")
+    if result.get("behavioral_ece") is not None:
+        lines.append(
+            f"behavioral ECE over the {result['behavioral_n']} questions decided at every t: "
+            f"{with_ci(result['behavioral_ece'], ci.get('behavioral_ece'))}  monotone in t: "
+            f"{with_ci(result['behavioral_monotone_share'], ci.get('behavioral_monotone_share'))}"
+        )
     header = ("t", "penalty", "n", "answer rate", "accuracy (answered)", "hallucination rate", "score")
+    rates = ("answer_rate", "accuracy_answered", "hallucination_rate", "score")
     rows = [
         (
             key,
             format_number(penalty(float(key))),
             str(m["n"]),
-            _fmt(m["answer_rate"]),
-            _fmt(m["accuracy_answered"]),
-            _fmt(m["hallucination_rate"]),
-            _fmt(m["score"]),
+            *(with_ci(m[k], (m.get("ci") or {}).get(k)) for k in rates),
         )
         for key, m in result["per_threshold"].items()
     ]
     overall = result["overall"]
-    rows.append(
-        (
-            "all",
-            "",
-            str(overall["n"]),
-            _fmt(overall["answer_rate"]),
-            _fmt(overall["accuracy_answered"]),
-            _fmt(overall["hallucination_rate"]),
-            _fmt(overall["score"]),
-        )
-    )
+    rows.append(("all", "", str(overall["n"]), *(_fmt(overall[k]) for k in rates)))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def row(cells: Sequence[str]) -> str:
@@ -322,6 +321,12 @@ def format_table(result: Mapping[str, Any], source: str = "") -> str:
 
     lines += ["", row(header), *(row(r) for r in rows)]
     lines.append("score = mean reward: +1 correct, 0 abstain, -t/(1-t) wrong; hallucination rate = wrong / all")
+    if ci:
+        boot = result.get("bootstrap") or {}
+        lines.append(
+            f"[lo, hi] = {100 * boot.get('level', 0.95):g} % percentile bootstrap interval, "
+            f"{boot.get('n_resamples')} resamples of {boot.get('n_units')} questions (seed {boot.get('seed')})"
+        )
     return "\n".join(lines)
 
 
@@ -350,7 +355,7 @@ def render_plot(result: Mapping[str, Any], title: str = "") -> bytes:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
     left.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
-    bins = [b for b in result.get("reliability_bins") or [] if b["count"]]
+    bins = [b for b in result.get("reliability") or [] if b["count"]]
     if bins:
         width = 1.0 / result["n_bins"]
         left.bar(
@@ -393,24 +398,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grader", default="exact", choices=sorted(GRADERS), help="grader for response records (default exact)"
     )
+    parser.add_argument(
+        "--bootstrap", type=int, default=A.DEFAULT_RESAMPLES, metavar="N",
+        help="bootstrap resamples of questions for the 95%% intervals (default %(default)s; 0: no intervals)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
 def score_file(
     source: str | os.PathLike[str], n_bins: int = DEFAULT_BINS, grader: str = "exact",
-    abstain_phrases: Sequence[str] | None = None,
+    abstain_phrases: Sequence[str] | None = None, n_resamples: int = A.DEFAULT_RESAMPLES, seed: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     """Load, grade and score a predictions file: the Python API behind `rlcal score`."""
-    return score_predictions(load_predictions(source, grader, abstain_phrases), n_bins)
+    return score_predictions(load_predictions(source, grader, abstain_phrases), n_bins, n_resamples, seed)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.bins < 1:
         raise RlcalError(f"--bins must be a positive integer, got {args.bins}")
+    if args.bootstrap < 0:
+        raise RlcalError(f"--bootstrap must be 0 or a positive number of resamples, got {args.bootstrap}")
     for flag, path in (("--out", args.out), ("--plot", args.plot)):
         if path is not None and path.is_dir():
             raise RlcalError(f"{flag} {path} is a directory; give a file name")
-    result = score_file(args.file, args.bins, args.grader)
+    result = score_file(args.file, args.bins, args.grader, n_resamples=args.bootstrap, seed=args.seed)
     source = "<stdin>" if args.file == "-" else str(args.file)
     # Everything is computed before anything is written, so a failure leaves no partial output behind.
     outputs: list[tuple[Path, bytes]] = []

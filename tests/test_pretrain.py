@@ -209,4 +209,4 @@ def test_ensure_pretrained_caches_and_redoes_unfinished_runs(tmp_path, tiny_worl
     )
     assert ensure_pretrained(recipe) == first
     assert len(calls) == 2
-    assert not list(tmp_path.glob(".*partial*"))
+    assert not list(tmp_path.glob(".*"))  # no staging or set-aside folder left behind

@@ -43,6 +43,7 @@ import yaml
 from trl import GRPOConfig, ModelConfig, RLOOConfig, TrlParser
 
 from rlcal.common.errors import RlcalError
+from rlcal.common.recipes import find_recipe
 from rlcal.core.grading import GRADERS
 from rlcal.core.prompts import BEST_GUESS_INSTRUCTION, CONFIDENCE_TARGET_INSTRUCTION, PromptTemplate
 from rlcal.core.rewards import REWARDS
@@ -486,9 +487,7 @@ def _training_adjust(notes: list[str]):
 
 def load_recipe_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Read a recipe YAML file into a mapping (errors name the file)."""
-    p = Path(path)
-    if not p.is_file():
-        raise RlcalError(f"recipe not found: {path}")
+    p = find_recipe(path)  # as given, else the recipe shipped with rlcal (docs/training.md)
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -539,7 +538,8 @@ def parse_recipe(raw: Mapping[str, Any], overrides: Sequence[str] = (), path: st
 
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
     """Read, parse and validate a recipe file (see the module docstring)."""
-    return parse_recipe(load_recipe_dict(path), overrides, path=str(path))
+    found = find_recipe(path)
+    return parse_recipe(load_recipe_dict(found), overrides, path=str(found))
 
 
 def validate(recipe: Recipe) -> None:
@@ -581,6 +581,8 @@ def _check_pretrain_recipe(recipe: Recipe) -> None:
     """The pretrain recipe must produce the model and the data this recipe trains on (paths from the same cwd)."""
     from rlcal.world.pretrain import load_pretrain_config
 
+    # Resolved once here (relative to this recipe, or shipped with rlcal), so the run builds from the same file.
+    recipe.model.pretrain_recipe = str(find_recipe(recipe.model.pretrain_recipe, recipe.path))
     pretrain = load_pretrain_config(recipe.model.pretrain_recipe)
     if Path(pretrain.output_dir).resolve() != Path(recipe.model.model_name_or_path).resolve():
         raise RlcalError(

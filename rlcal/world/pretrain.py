@@ -37,6 +37,7 @@ from typing import Any
 
 from rlcal.common.errors import RlcalError
 from rlcal.common.files import atomic_write_bytes, staged_dir
+from rlcal.common.recipes import find_recipe
 from rlcal.world.corpus import (
     WorldConfig,
     build_world,
@@ -172,9 +173,7 @@ def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -
     import yaml
     from trl import TrlParser
 
-    path = Path(path)
-    if not path.is_file():
-        raise RlcalError(f"recipe not found: {path}")
+    path = find_recipe(path)  # as given, else the recipe shipped with rlcal (rlcal.common.recipes)
     try:
         recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:

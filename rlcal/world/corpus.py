@@ -72,7 +72,9 @@ COUNT_BUCKETS: tuple[tuple[str, int, float], ...] = (
     ("20+", 20, math.inf),
 )
 WORLD_FILES = ("corpus.txt", "qa.jsonl", "mentions.jsonl", "world.json")
-FORMAT_VERSION = 1
+# Bumped whenever the same config gives other files, so cached worlds (and the models pretrained on them) are
+# rebuilt. 2: the prompt documents say "penalized 1 point" (not "1 points") at t = 0.5.
+FORMAT_VERSION = 2
 
 QUESTIONS = {
     "birthday": "When was {name} born?",

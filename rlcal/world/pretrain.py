@@ -38,6 +38,7 @@ from typing import Any
 from rlcal.common.errors import RlcalError
 from rlcal.common.files import atomic_write_bytes, staged_dir
 from rlcal.common.recipes import find_recipe
+from rlcal.world.corpus import FORMAT_VERSION as WORLD_FORMAT_VERSION
 from rlcal.world.corpus import (
     WorldConfig,
     build_world,
@@ -401,7 +402,9 @@ _NOT_IN_FINGERPRINT = ("num_threads", "progress", "logging_steps")
 
 
 def _fingerprint(config: PretrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in asdict(config).items() if k not in _NOT_IN_FINGERPRINT}
+    # The world's format version too: the same settings give another corpus when the world's text changes.
+    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_FINGERPRINT}
+    return {**settings, "world_format_version": WORLD_FORMAT_VERSION}
 
 
 def is_pretrained(config: PretrainConfig) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -120,6 +121,25 @@ def test_an_interrupt_during_the_swap_puts_the_old_folder_back(tmp_path, monkeyp
         (tmp / "metrics.json").write_text("new")
     assert listing(out) == {"metrics.json": "old"}
     assert [p.name for p in tmp_path.iterdir()] == ["eval"]
+
+
+def test_a_folder_that_cannot_be_renamed_is_one_clear_error_and_stays(tmp_path, monkeypatch):
+    out = tmp_path / "mnt"
+    out.mkdir()
+    (out / "metrics.json").write_text("old")
+
+    def rename(src, dst):
+        raise OSError(16, "Device or resource busy")  # what renaming a mount point gives
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(RlcalError, match=r"cannot replace .*mnt: Device or resource busy"):
+        with staged_dir(out, owned=OWNED) as tmp:
+            (tmp / "metrics.json").write_text("new")
+    assert listing(out) == {"metrics.json": "old"}
+    assert [p.name for p in tmp_path.iterdir()] == ["mnt"]
+    monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == out)  # caught before any work, too
+    with pytest.raises(RlcalError, match=r"--out .*mnt is a mount point"):
+        check_out_dir(out, OWNED, "--out")
 
 
 def test_an_interrupt_while_deleting_the_old_folder_keeps_the_new_one_and_cleans_up(tmp_path, monkeypatch):

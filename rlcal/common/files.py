@@ -111,9 +111,11 @@ def replace_dir(staged: str | Path, final: str | Path) -> Path:
         if final.exists():
             os.rename(final, aside)
         os.rename(staged, final)
-    except BaseException:
+    except BaseException as exc:
         if aside.exists() and not final.exists():
             os.rename(aside, final)
+        if isinstance(exc, OSError):  # e.g. EBUSY: `final` is a mount point, which cannot be renamed
+            raise RlcalError(f"cannot replace {final}: {exc.strerror or exc}; write to a folder inside it") from None
         raise
     finally:
         # Decided from what is on disk, not from a flag: an interrupt can land between a rename and the next line.
@@ -143,6 +145,8 @@ def check_out_dir(final: str | Path, owned: Owned, label: str = "output director
         out = out.resolve()
     if out.exists() and not out.is_dir():
         raise RlcalError(f"{label} {final} exists and is not a folder")
+    if out.is_dir() and os.path.ismount(out):
+        raise RlcalError(f"{label} {final} is a mount point, which cannot be replaced; write to a folder inside it")
     cwd = Path.cwd().resolve()
     if out.exists() and (cwd == out.resolve() or out.resolve() in cwd.parents):
         raise RlcalError(f"{label} {final} is (or holds) the current folder; give a new or empty folder")

@@ -5,4 +5,11 @@ The pure core (`rlcal.core.grading`, `rlcal.core.rewards`, `rlcal.core.threshold
 Run `rlcal --help` for the command line.
 """
 
-__version__ = "0.1.0"
+
+def __getattr__(name: str) -> str:
+    # `rlcal.__version__`, read from the package metadata when asked for: pyproject.toml is the one source.
+    if name == "__version__":
+        from rlcal.cli import version
+
+        return version()
+    raise AttributeError(f"module 'rlcal' has no attribute {name!r}")

@@ -8,6 +8,7 @@
     rlcal eval --model PATH --data FILE --out DIR   # calibration + behavioral-calibration sweep
     rlcal compare A/metrics.json B/metrics.json     # ECE drift between two checkpoints
     rlcal demo                                      # the paper's claims, end to end
+    rlcal --version
 
 Each sub-command lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`; modules are
 imported lazily so `rlcal score` never pays for torch. Errors meant for users are raised as `RlcalError` and
@@ -18,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rlcal.common.errors import RlcalError
 
@@ -47,19 +50,53 @@ def _load(command: str):
         raise
 
 
+def version() -> str:
+    """rlcal's version, from the installed package metadata (pyproject.toml is the one place it is written); a
+    source checkout run without installing reads its pyproject.toml."""
+    try:
+        return importlib.metadata.version("rlcal")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        import tomllib  # Python >= 3.11
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
+    except (ImportError, OSError, KeyError, ValueError):
+        return "unknown"
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    """Help, usage and --version only: sub-commands are dispatched by name, so their modules (and torch) load only
+    when they run."""
+    listing = "\n".join(f"  {name:<16} {help_text}" for name, (_, help_text) in COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="rlcal",
+        usage="rlcal [-h] [--version] COMMAND [ARGS ...]",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"commands:\n{listing}\n\nRun `rlcal COMMAND --help` for the options of one command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="rlcal", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=sorted(COMMANDS), help="sub-command")
-    if not argv or argv[0] in ("-h", "--help"):
-        parser.print_help()
-        print("\ncommands:")
-        for name, (_, help_text) in COMMANDS.items():
-            print(f"  {name:<16} {help_text}")
-        return 0 if argv else 2
-    if argv[0] not in COMMANDS:
-        parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
+    if not argv:
+        _top_parser().print_help(sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
+        _top_parser().print_help()
+        return 0
+    if argv[0] == "--version":
+        print(f"rlcal {version()}")
+        return 0
     command = argv[0]
+    if command not in COMMANDS:
+        what = "option" if command.startswith("-") else "command"
+        print(f"rlcal: error: unknown {what} {command!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
     try:
         module = _load(command)
         sub = argparse.ArgumentParser(prog=f"rlcal {command}", description=COMMANDS[command][1])

@@ -25,11 +25,11 @@ from typing import Any
 
 from rlcal.common.errors import RlcalError
 from rlcal.common.files import atomic_write_text
+from rlcal.common.recipes import shipped_recipe
 
 MODELS = ("base", "binary", "confidence_target")
 DEMO_THRESHOLDS = [0.0, 0.5, 0.75, 0.9]
 TARGET_THRESHOLDS = ("0.5", "0.75", "0.9")  # the t the confidence-target run trains on besides t = 0
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 BUCKETS = ("unseen", "1", "2-4", "5-19", "20+")
 CONFIDENCE_BANDS = (0.0, 0.1, 0.3, 0.5, 0.75, 0.9, 1.0)  # bands of the base model's own t = 0 confidence
 BAND_LABELS = tuple(f"{lo:g}-{hi:g}" for lo, hi in pairwise(CONFIDENCE_BANDS))
@@ -82,10 +82,8 @@ def _pretrain(out: Path, scale: str, seed: int) -> tuple[Path, dict[str, Any]]:
 
 
 def _recipe_path(name: str) -> Path:
-    path = RECIPES_DIR / "toy" / name
-    if not path.is_file():
-        raise RlcalError(f"the toy recipe {path} is missing: run `rlcal demo` from an rlcal checkout")
-    return path
+    """A toy recipe as shipped with rlcal (not whatever `recipes/` the current folder may hold)."""
+    return shipped_recipe(f"toy/{name}")
 
 
 def _eval_rows(world_dir: Path, max_samples: int | None):

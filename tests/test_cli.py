@@ -137,3 +137,54 @@ def test_console_script_exit_code(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"rlcal score: error: {path} line 1: field 'confidence' must be a number in [0, 1] or null, got NaN"
     ]
+
+
+# ---- the top-level command line: help, version, usage errors ----------------------------------------------------
+
+
+def test_help_lists_every_command_once(capsys):
+    from rlcal.cli import COMMANDS
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: rlcal ")
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ") and not line.strip().startswith("-")]
+    assert listed == list(COMMANDS)  # each once, in order: no argparse `{a,b,...}` choices line besides
+    assert "{" not in out
+    assert main(["-h"]) == 0 and capsys.readouterr().out == out
+
+
+def test_no_command_is_usage_and_exit_2(capsys):
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("usage: rlcal ") and "score" in captured.err
+
+
+@pytest.mark.parametrize("argv, what", [(["nope"], "command 'nope'"), (["--nope", "score"], "option '--nope'")])
+def test_an_unknown_command_is_one_line_and_exit_2(capsys, argv, what):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"rlcal: error: unknown {what}; choose from score, world, pretrain, singleton-rate, "
+                                "train, eval, compare, demo"]  # fmt: skip
+
+
+def test_version_comes_from_pyproject(capsys):
+    tomllib = pytest.importorskip("tomllib")
+    import rlcal
+
+    expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"rlcal {expected}\n"
+    assert rlcal.__version__ == expected
+    with pytest.raises(AttributeError):
+        rlcal.no_such_thing  # noqa: B018
+
+
+def test_train_help_names_the_sections_and_where_keys_are_documented(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the epilog to the terminal width
+    for section in ("model", "data", "reward", "warmup", "training", "wandb", "calibration", "trainer", "resume"):
+        assert section in out
+    assert "docs/training.md" in out and "--dry-run" in out

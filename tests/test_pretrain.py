@@ -209,4 +209,15 @@ def test_ensure_pretrained_caches_and_redoes_unfinished_runs(tmp_path, tiny_worl
     )
     assert ensure_pretrained(recipe) == first
     assert len(calls) == 2
-    assert not list(tmp_path.glob(".*partial*"))
+    assert not list(tmp_path.glob(".*"))  # no staging or set-aside folder left behind
+
+
+def test_a_new_world_format_invalidates_cached_models(tmp_path, monkeypatch):
+    import rlcal.world.pretrain as P
+
+    config = PretrainConfig(world_dir=str(tmp_path / "w"), output_dir=str(tmp_path / "m"))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / DONE_MARKER).write_text(json.dumps({"config": P._fingerprint(config)}))
+    assert is_pretrained(config)
+    monkeypatch.setattr(P, "WORLD_FORMAT_VERSION", P.WORLD_FORMAT_VERSION + 1)  # the corpus text changed
+    assert not is_pretrained(config)

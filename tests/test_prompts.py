@@ -21,11 +21,19 @@ def test_plain_prompt_at_three_quarters_says_three_points():
     assert prompt.endswith("Question: When was Ada Vell born?\nAnswer:")
 
 
-@pytest.mark.parametrize("t, points", [(0.5, "1 points"), (0.9, "9 points"), (0.95, "19 points"), (0.6, "1.5 points")])
-def test_penalty_is_computed(t, points):
-    assert f"penalized {points}" in PromptTemplate().render("Q?", t)  # the paper's wording, "{penalty} points"
-    pluralised = PromptTemplate(instruction="penalized {penalty_points}.").render("Q?", t)
-    assert f"penalized {points.replace('1 points', '1 point')}." in pluralised
+@pytest.mark.parametrize(
+    "t, points",
+    [(0.5, "1 point"), (0.75, "3 points"), (0.9, "9 points"), (0.95, "19 points"), (0.6, "1.5 points"),
+     (0.25, "0.33 points"), (0.2, "0.25 points")],
+)  # fmt: skip
+def test_penalty_is_computed_and_its_noun_agrees(t, points):
+    assert f"mistakes are penalized {points}, while" in PromptTemplate().render("Q?", t)
+    assert PromptTemplate(instruction="{penalty_points}").instruction_text(t) == points
+
+
+def test_the_paper_wording_is_one_override_away():
+    paper = PromptTemplate(instruction="penalized {penalty} points.")
+    assert paper.instruction_text(0.5) == "penalized 1 points."  # "{penalty} points" reads as written
 
 
 @settings(max_examples=100, deadline=None)

@@ -312,4 +312,4 @@ def test_cli_builds(tmp_path, capsys):
     assert "singleton rate" in capsys.readouterr().out
     stats = json.loads((tmp_path / "world.json").read_text())
     assert stats["config"]["people"] == 50 and stats["config"]["seed"] == 3
-    assert not list(tmp_path.glob(".*tmp"))  # no temp files left behind
+    assert not list(tmp_path.glob(".*")) and not list(tmp_path.parent.glob(f".{tmp_path.name}.*"))  # no temp left

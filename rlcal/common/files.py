@@ -1,16 +1,27 @@
-"""Atomic file writes (a temp file beside the target, renamed into place, so a failure never leaves a partial
-file) and the check that a model reference names something loadable.
+"""Atomic file output, the one writer every rlcal command uses, and the check that a model reference names
+something loadable.
 
-    from rlcal.common.files import atomic_write_text
-    atomic_write_text("outputs/demo/summary.json", text)
+    from rlcal.common.files import atomic_write_text, staged_dir
+    atomic_write_text("outputs/demo/summary.json", text)        # one file: the old one or the new one, never half
+    with staged_dir("outputs/eval/base", owned=EVAL_FILES) as tmp:
+        (tmp / "metrics.json").write_text(...)                  # a folder: it appears (or is replaced) in one rename
+        (tmp / "predictions.jsonl").write_text(...)
+
+Single files are written to a temporary file beside the target (same filesystem) and renamed over it. A folder of
+outputs is staged in a hidden sibling folder and swapped in by `replace_dir`: the old folder is renamed aside, the
+new one renamed into its place, the old one deleted. On any error, KeyboardInterrupt included, the destination is
+left as it was and no temporary file or folder remains. Everything gets the mode a plain `open()` / `mkdir()`
+would give (the umask), not mkstemp's private 0o600. Test: `pytest tests/test_files.py`.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,16 +35,25 @@ def check_model_ref(name: str) -> None:
         raise RlcalError(f"model not found: {name} (a local folder or a Hugging Face id like Qwen/Qwen2.5-0.5B)")
 
 
+def _umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(umask)
+    return umask
+
+
 def file_mode() -> int:
     """The mode a plain `open(path, "w")` would give (0o666 minus the umask); mkstemp's own 0o600 would make
     reports and metrics unreadable to the other users of a shared machine."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_umask()
 
 
-def stage_bytes(path: Path, data: bytes) -> str:
-    """Write `data` to a new temp file beside `path` (same filesystem, so os.replace is atomic); returns its name."""
+def dir_mode() -> int:
+    """The mode a plain `mkdir` would give (0o777 minus the umask); mkdtemp's own is 0o700."""
+    return 0o777 & ~_umask()
+
+
+def _stage_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to a new temp file beside `path` (same filesystem, so os.replace is atomic); returns it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -43,47 +63,125 @@ def stage_bytes(path: Path, data: bytes) -> str:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return tmp
+    return Path(tmp)
+
+
+def atomic_write_files(outputs: Sequence[tuple[str | Path, bytes]]) -> list[Path]:
+    """Write several files, possibly in different folders, all or nothing: every one is staged beside its target
+    first, and only when all are written are they renamed into place. An unwritable place is an `RlcalError`
+    naming the path, raised before any target changes. Returns the target paths."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, data in outputs:
+            target = Path(target)
+            try:
+                staged.append((_stage_bytes(target, data), target))
+            except OSError as exc:
+                raise RlcalError(f"cannot write {target}: {exc.strerror or exc}") from None
+        for tmp, target in staged:
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise RlcalError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    return [target for _, target in staged]
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (parent folders are created); an unwritable place is an `RlcalError`."""
+    return atomic_write_files([(path, data)])[0]
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write `text` (UTF-8) to `path` atomically; an unwritable place is an `RlcalError` naming the path."""
-    path = Path(path)
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def replace_dir(staged: str | Path, final: str | Path) -> Path:
+    """Move the folder `staged` to `final` (same filesystem), replacing any folder there: the old one is renamed
+    aside, the new one renamed in, the old one deleted. If the swap fails or is interrupted before the new folder
+    is in place, the old one is put back, so `final` is always either the old folder or the new one."""
+    staged, final = Path(staged), Path(final)
+    if final.exists() and not final.is_dir():
+        raise RlcalError(f"{final} exists and is not a folder")
+    aside = final.with_name(f".{final.name}.old-{secrets.token_hex(4)}")
     try:
-        tmp = stage_bytes(path, text.encode("utf-8"))
-    except OSError as exc:
-        raise RlcalError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if final.exists():
+            os.rename(final, aside)
+        os.rename(staged, final)
+    except BaseException as exc:
+        if aside.exists() and not final.exists():
+            os.rename(aside, final)
+        if isinstance(exc, OSError):  # e.g. EBUSY: `final` is a mount point, which cannot be renamed
+            raise RlcalError(f"cannot replace {final}: {exc.strerror or exc}; write to a folder inside it") from None
         raise
-    return path
+    finally:
+        # Decided from what is on disk, not from a flag: an interrupt can land between a rename and the next line.
+        if aside.exists() and final.exists() and not staged.exists():
+            _remove_tree(aside)
+    return final
+
+
+def _remove_tree(path: Path) -> None:
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    except BaseException:  # interrupted half-way: finish the job, then let the interrupt through
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+Owned = Collection[str] | Callable[[Path], bool] | None
+
+
+def check_out_dir(final: str | Path, owned: Owned, label: str = "output directory") -> Path:
+    """Check that `final` may be (re)written as a whole, before any slow work: it is missing, empty, or holds only
+    what this writer produces. `owned` is the names the writer writes (anything else there is refused, so a
+    folder of other files is never deleted), a predicate on the existing folder, or None for a folder that belongs
+    to the caller entirely. Returns the real path (a symlinked folder is replaced where it points)."""
+    out = Path(final)
+    if out.is_symlink():
+        out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise RlcalError(f"{label} {final} exists and is not a folder")
+    if out.is_dir() and os.path.ismount(out):
+        raise RlcalError(f"{label} {final} is a mount point, which cannot be replaced; write to a folder inside it")
+    cwd = Path.cwd().resolve()
+    if out.exists() and (cwd == out.resolve() or out.resolve() in cwd.parents):
+        raise RlcalError(f"{label} {final} is (or holds) the current folder; give a new or empty folder")
+    if out.is_dir() and owned is not None:
+        if callable(owned):
+            if any(out.iterdir()) and not owned(out):
+                raise RlcalError(f"{label} {final} exists and is not one this command wrote; refusing to overwrite it")
+        else:
+            others = sorted(p.name for p in out.iterdir() if p.name not in owned)
+            if others:
+                more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+                raise RlcalError(
+                    f"{label} {final} holds files this command does not write ({', '.join(others[:3])}{more}); "
+                    "give a new or empty folder"
+                )
+    return out
 
 
 @contextmanager
-def staging_dir(out_dir: str | Path, label: str = "output path") -> Iterator[Path]:
-    """A temporary folder inside `out_dir` (created if missing) for files that `publish` then moves into place
-    together; it is removed on exit, so a failure half-way leaves `out_dir` as it was."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise RlcalError(f"{label} {out} exists and is not a folder")
+def staged_dir(final: str | Path, *, owned: Owned, label: str = "output directory") -> Iterator[Path]:
+    """A fresh hidden sibling folder of `final` to write the outputs into; when the block ends without an error it
+    replaces `final` in one rename (`replace_dir`). On an error or KeyboardInterrupt inside the block it is
+    deleted and `final` is untouched. `owned` and `label` are as in `check_out_dir`, which runs first; an
+    unwritable place is an `RlcalError` raised before the block runs."""
+    out = check_out_dir(final, owned, label)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tmp-"))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as exc:
-        raise RlcalError(f"cannot write to {out}: {exc.strerror or exc}") from None
+        raise RlcalError(f"cannot write to {label} {final}: {exc.strerror or exc}") from None
     try:
+        # The folder keeps the mode it had (or a plain mkdir's), not mkdtemp's owner-only 0o700.
+        os.chmod(tmp, stat.S_IMODE(out.stat().st_mode) if out.is_dir() else dir_mode())
         yield tmp
+        replace_dir(tmp, out)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def publish(files: Mapping[str, Path], out_dir: str | Path) -> dict[str, Path]:
-    """Move staged files into `out_dir` under their own names; returns the final paths by the same keys."""
-    final = {}
-    for name, path in files.items():
-        target = Path(out_dir) / path.name
-        os.replace(path, target)
-        final[name] = target
-    return final
+        if tmp.exists():
+            _remove_tree(tmp)

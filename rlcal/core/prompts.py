@@ -9,9 +9,8 @@ receive 1 point, and an answer of "I don't know" receives 0 points.
 
 At t = 0 the instruction is the "best guess" variant (0-1 grading). `format="chat"` gives a list of messages
 (optional system prompt + user turn) for chat templates. Every string is overridable in recipes; placeholders:
-`{t}` (0.75), `{t_percent}` (75%), `{penalty}` (3), `{penalty_points}` ("3 points", "1 point" at t = 0.5; the
-default keeps the paper's "{penalty} points" wording, which reads "1 points" at t = 0.5),
-`{question}`, `{instruction}`. The penalty is computed as t/(1−t) (the paper prints 2 for t = 0.75; it is 3).
+`{t}` (0.75), `{t_percent}` (75%), `{penalty}` (3), `{penalty_points}` ("3 points", "1 point" at t = 0.5, "0.33
+points" at t = 0.25; what the default instruction says), `{question}`, `{instruction}`. The penalty is computed as t/(1−t) (the paper prints 2 for t = 0.75; it is 3).
 Pure Python.
 """
 
@@ -21,9 +20,10 @@ from dataclasses import dataclass, field
 
 from rlcal.core.thresholds import check_threshold, penalty
 
-# Kalai et al. (2025), Section 4.2, with the penalty computed as t/(1-t) (the paper misprints t=0.75 as 2).
+# Kalai et al. (2025), Section 4.2, with the penalty computed as t/(1-t) (the paper misprints t=0.75 as 2) and
+# "1 point", not "1 points", at t = 0.5.
 CONFIDENCE_TARGET_INSTRUCTION = (
-    "Answer only if you are more than {t_percent} confident, since mistakes are penalized {penalty} points, while "
+    "Answer only if you are more than {t_percent} confident, since mistakes are penalized {penalty_points}, while "
     'correct answers receive 1 point, and an answer of "I don\'t know" receives 0 points.'
 )
 BEST_GUESS_INSTRUCTION = "Give your best guess: correct answers receive 1 point and anything else receives 0 points."

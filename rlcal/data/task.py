@@ -31,10 +31,10 @@ import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
+from rlcal.common.recipes import find_recipe
 from rlcal.core.grading import GRADERS, AnswerGrader
 from rlcal.core.prompts import BEST_GUESS_INSTRUCTION, CONFIDENCE_TARGET_INSTRUCTION, PromptTemplate
 from rlcal.data.qa import check_columns, load_qa_dataset
@@ -272,9 +272,7 @@ def read_recipe_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a recipe YAML file into a mapping (errors name the file)."""
     import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise RlcalError(f"recipe not found: {path}")
+    p = find_recipe(path)  # as given, else the recipe shipped with rlcal (docs/training.md)
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
-from rlcal.common.files import publish, staging_dir
+from rlcal.common.files import staged_dir
 
 # Headline metrics in the order people read them; any other numeric top-level key follows alphabetically.
 HEADLINE = (
@@ -190,6 +190,9 @@ def drift_line(rows: Sequence[Row], labels: tuple[str, str]) -> str:
     return f"ECE drift {labels[0]} → {labels[1]}: {ece.a:.4f} → {ece.b:.4f}, {ece.diff:+.4f}{ratio}"
 
 
+COMPARE_FILES = ("compare.md", "compare.json", "reliability.png", "answer_rate.png")
+
+
 def write_compare(
     out_dir: str | Path,
     a: Mapping[str, Any],
@@ -198,10 +201,11 @@ def write_compare(
     labels: tuple[str, str],
     sources: tuple[str, str] = ("", ""),
 ) -> dict[str, Path]:
-    """compare.md, compare.json, reliability.png (if both have bins) and answer_rate.png, written atomically."""
+    """compare.md, compare.json, reliability.png (if both have bins) and answer_rate.png: the folder appears (or
+    replaces an earlier comparison) in one rename; a folder holding other files is refused, never replaced."""
     from rlcal.evaluation import plots
 
-    with staging_dir(out_dir, "--out") as tmp:
+    with staged_dir(out_dir, owned=COMPARE_FILES, label="--out") as tmp:
         files: dict[str, Path] = {}
         md = [
             f"# Calibration drift: {labels[0]} → {labels[1]}",
@@ -239,7 +243,7 @@ def write_compare(
                 ideal=ideal or None,
                 title="Behavioral calibration: " + " vs ".join(labels),
             )
-        return publish(files, out_dir)
+    return {name: Path(out_dir) / path.name for name, path in files.items()}
 
 
 def _labels(paths: Sequence[str], spec: str | None) -> tuple[str, str]:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
-from rlcal.common.files import check_model_ref, publish, staging_dir
+from rlcal.common.files import check_model_ref, check_out_dir, staged_dir
 from rlcal.core import metrics as M
 from rlcal.core.aggregate import CALIBRATION_KEYS, DEFAULT_RESAMPLES, Record, aggregate
 from rlcal.core.grading import GRADERS, AnswerGrader
@@ -409,6 +409,9 @@ def evaluate_model(
 # ---- output ------------------------------------------------------------------------------------------------------
 
 
+EVAL_FILES = ("metrics.json", "predictions.jsonl", "reliability.png", "sweep.png")
+
+
 def write_eval(
     out_dir: str | Path,
     metrics: Mapping[str, Any],
@@ -418,12 +421,13 @@ def write_eval(
 ) -> dict[str, Path]:
     """Write metrics.json, predictions.jsonl, reliability.png and sweep.png into `out_dir`.
 
-    Everything is written into a temporary folder first and moved into place at the end, so a failure leaves no
-    half-written files. Returns the written paths by name.
+    Everything is written into a hidden sibling folder first, which then replaces `out_dir` in one rename
+    (`rlcal.common.files.staged_dir`): a failure leaves the old folder as it was, and a folder holding files other
+    than these is refused rather than replaced. Returns the written paths by name.
     """
     from rlcal.evaluation import plots as P
 
-    with staging_dir(out_dir) as tmp:
+    with staged_dir(out_dir, owned=EVAL_FILES) as tmp:
         files = {"metrics": tmp / "metrics.json", "predictions": tmp / "predictions.jsonl"}
         files["metrics"].write_text(json.dumps(_clean(dict(metrics)), indent=2, allow_nan=False) + "\n")
         with files["predictions"].open("w") as fh:
@@ -445,7 +449,7 @@ def write_eval(
                 ideal={label: {t: s["ideal"] for t, s in sweep.items()}} if sweep else None,
                 title="Behavioral calibration sweep",
             )
-        return publish(files, out_dir)
+    return {name: Path(out_dir) / path.name for name, path in files.items()}
 
 
 def format_summary(metrics: Mapping[str, Any]) -> str:
@@ -736,8 +740,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise RlcalError(f"--{name.replace('_', '-')} must be >= 1")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise RlcalError(f"--out {out} exists and is not a folder")
+    check_out_dir(out, EVAL_FILES, "--out")
     recipe = read_recipe_file(args.recipe) if args.recipe else None
     task = eval_task(args, recipe)
     model_path, adapter = eval_model(args, recipe)

@@ -1,4 +1,4 @@
-"""Plots for calibration results (matplotlib, Agg backend; PNG files written atomically).
+"""Plots for calibration results (matplotlib, Agg backend; PNGs written atomically by rlcal.common.files).
 
     from rlcal.evaluation.plots import reliability_diagram, sweep_plot
     reliability_diagram({"base": metrics["reliability"]}, "reliability.png", ece={"base": metrics["ece"]})
@@ -13,10 +13,12 @@ optionally next to ideal-policy curves (dashed). Used by `rlcal eval`, `rlcal co
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from rlcal.common.files import atomic_write_bytes
 
 
 def _pyplot():
@@ -29,17 +31,13 @@ def _pyplot():
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    """Save to a temporary name next to `path`, then rename: readers never see half a PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Render `fig` as PNG in memory, then write it atomically (readers never see half a PNG); closes the figure."""
+    buffer = io.BytesIO()
     try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     finally:
-        tmp.unlink(missing_ok=True)
         _pyplot().close(fig)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def reliability_diagram(

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
-from rlcal.common.files import stage_bytes
+from rlcal.common.files import atomic_write_files
 from rlcal.core import aggregate as A
 from rlcal.core.grading import ABSTAIN, CORRECT, GRADERS, WRONG, AnswerGrader
 from rlcal.core.prompts import format_number
@@ -331,19 +331,10 @@ def format_table(result: Mapping[str, Any], source: str = "") -> str:
 
 
 def write_outputs(outputs: Sequence[tuple[Path, bytes]]) -> None:
-    """Write files all or nothing: each goes to a temporary file beside its target first, and only when every one
-    is written are they renamed into place (os.replace), so a failure never leaves a partial or stale-mixed file."""
-    staged: list[tuple[str, Path]] = []
-    try:
-        for path, data in outputs:
-            staged.append((stage_bytes(path, data), path))
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    except OSError as exc:
-        raise RlcalError(f"cannot write {exc.filename or 'output'}: {exc.strerror or exc}") from None
-    finally:
-        for tmp, _ in staged:
-            Path(tmp).unlink(missing_ok=True)
+    """Write files all or nothing (`rlcal.common.files.atomic_write_files`): each is staged beside its target and
+    only when every one is written are they renamed into place, so a failure never leaves a partial or stale-mixed
+    file."""
+    atomic_write_files(outputs)
 
 
 def render_plot(result: Mapping[str, Any], title: str = "") -> bytes:

@@ -43,6 +43,7 @@ import yaml
 from trl import GRPOConfig, ModelConfig, RLOOConfig, TrlParser
 
 from rlcal.common.errors import RlcalError
+from rlcal.common.recipes import find_recipe
 from rlcal.core.rewards import REWARDS
 from rlcal.core.thresholds import ThresholdSampler
 from rlcal.data.task import (
@@ -501,7 +502,8 @@ def parse_recipe(raw: Mapping[str, Any], overrides: Sequence[str] = (), path: st
 
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
     """Read, parse and validate a recipe file (see the module docstring)."""
-    return parse_recipe(load_recipe_dict(path), overrides, path=str(path))
+    found = find_recipe(path)
+    return parse_recipe(load_recipe_dict(found), overrides, path=str(found))
 
 
 def validate(recipe: Recipe) -> None:
@@ -543,6 +545,8 @@ def _check_pretrain_recipe(recipe: Recipe) -> None:
     """The pretrain recipe must produce the model and the data this recipe trains on (paths from the same cwd)."""
     from rlcal.world.pretrain import load_pretrain_config
 
+    # Resolved once here (relative to this recipe, or shipped with rlcal), so the run builds from the same file.
+    recipe.model.pretrain_recipe = str(find_recipe(recipe.model.pretrain_recipe, recipe.path))
     pretrain = load_pretrain_config(recipe.model.pretrain_recipe)
     if Path(pretrain.output_dir).resolve() != Path(recipe.model.model_name_or_path).resolve():
         raise RlcalError(

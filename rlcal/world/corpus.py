@@ -24,8 +24,8 @@ How the world is drawn (a miniature of Kalai et al. 2025, Section 3.3.1 "arbitra
 - Optional pattern families (`letter_count`: "How many D's are in DEEPSEEK?", `arithmetic`: "What is 37 + 48?"):
   `pattern_examples` worked examples in the corpus, and `pattern_questions` fresh ones in qa.jsonl.
 
-Files written to the output directory (each written to a temp file and renamed; world.json last, so a world is
-complete exactly when world.json is there):
+Files written to the output directory (staged in a hidden sibling folder that then replaces the directory in one
+rename, so a world is either complete or absent; a directory holding other files is refused, not replaced):
 - `corpus.txt`: the pretraining corpus, documents separated by a blank line;
 - `qa.jsonl`: one question per (person, fact family) for a uniform sample of `qa_people` people, mentioned or not
   (plus pattern questions; rows shuffled), with `question`,
@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from rlcal.common.errors import RlcalError
-from rlcal.common.files import atomic_write_text
+from rlcal.common.files import staged_dir
 from rlcal.core.prompts import PromptTemplate
 from rlcal.world.singleton import singleton_stats
 
@@ -72,7 +72,9 @@ COUNT_BUCKETS: tuple[tuple[str, int, float], ...] = (
     ("20+", 20, math.inf),
 )
 WORLD_FILES = ("corpus.txt", "qa.jsonl", "mentions.jsonl", "world.json")
-FORMAT_VERSION = 1
+# Bumped whenever the same config gives other files, so cached worlds (and the models pretrained on them) are
+# rebuilt. 2: the prompt documents say "penalized 1 point" (not "1 points") at t = 0.5.
+FORMAT_VERSION = 2
 
 QUESTIONS = {
     "birthday": "When was {name} born?",
@@ -577,20 +579,24 @@ def check_writable_dir(out_dir: str | Path) -> Path:
 
 
 def build_world(config: WorldConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Generate the world and write corpus.txt, qa.jsonl, mentions.jsonl and world.json (last) into `out_dir`.
+    """Generate the world and write corpus.txt, qa.jsonl, mentions.jsonl and world.json as the folder `out_dir`.
 
     Returns the statistics (also in world.json). Bad config or an unwritable directory is an `RlcalError` raised
     before anything is written.
     """
     if not isinstance(config, WorldConfig):
         raise TypeError(f"build_world needs a WorldConfig, got {type(config).__name__}")
-    out = check_writable_dir(out_dir)
-    (out / "world.json").unlink(missing_ok=True)  # the world is incomplete until world.json is rewritten
-    corpus, qa, mentions, stats = generate_world(config)
-    atomic_write_text(out / "corpus.txt", "\n\n".join(corpus) + "\n")
-    atomic_write_text(out / "qa.jsonl", _jsonl(qa))
-    atomic_write_text(out / "mentions.jsonl", _jsonl(mentions))
-    atomic_write_text(out / "world.json", json.dumps(stats, indent=2) + "\n")
+    # Staged in a sibling folder that replaces `out_dir` in one rename: a reader sees the old world or the new one.
+    with staged_dir(out_dir, owned=WORLD_FILES) as tmp:
+        corpus, qa, mentions, stats = generate_world(config)
+        texts = {
+            "corpus.txt": "\n\n".join(corpus) + "\n",
+            "qa.jsonl": _jsonl(qa),
+            "mentions.jsonl": _jsonl(mentions),
+            "world.json": json.dumps(stats, indent=2) + "\n",
+        }
+        for name, text in texts.items():
+            (tmp / name).write_bytes(text.encode("utf-8"))
     return stats
 
 

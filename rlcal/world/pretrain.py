@@ -14,7 +14,8 @@ cross-entropy on a stream of `epochs` passes over the corpus, each with its own 
 document per sequence (no packing, so training matches how prompts are seen at evaluation). The result is an HF
 directory that `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained` load offline, with `train_log.jsonl`,
 `loss.png` and `pretrain_done.json` (written last: a directory without it is unfinished and `ensure_pretrained`
-redoes it). The model is written to a temporary sibling directory and renamed into place when complete.
+redoes it). The model is written to a hidden sibling directory that replaces `output_dir` in one rename when
+complete (`rlcal.common.files.staged_dir`).
 
 Recipe keys are the fields of `PretrainConfig` (YAML); `--key value` on the command line overrides them; unknown
 keys are an error. Cross-entropy to near convergence is what makes the base model calibrated (Kalai et al. 2025).
@@ -23,6 +24,7 @@ keys are an error. Cross-entropy to near convergence is what makes the base mode
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -34,6 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
+from rlcal.common.files import atomic_write_bytes, staged_dir
+from rlcal.common.recipes import find_recipe
+from rlcal.world.corpus import FORMAT_VERSION as WORLD_FORMAT_VERSION
 from rlcal.world.corpus import (
     WorldConfig,
     build_world,
@@ -169,9 +174,7 @@ def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -
     import yaml
     from trl import TrlParser
 
-    path = Path(path)
-    if not path.is_file():
-        raise RlcalError(f"recipe not found: {path}")
+    path = find_recipe(path)  # as given, else the recipe shipped with rlcal (rlcal.common.recipes)
     try:
         recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -235,21 +238,21 @@ def _plot_loss(log: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("Tiny LM pretraining on the world corpus")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
-def _prepare_output(output_dir: Path) -> Path:
-    """A fresh temporary sibling of `output_dir` to write into; refuses to replace a non-model directory."""
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        ours = (output_dir / DONE_MARKER).exists() or (output_dir / "config.json").exists()
-        if not ours:
-            raise RlcalError(f"{output_dir} exists and is not a model directory; refusing to overwrite it")
+def _is_model_dir(path: Path) -> bool:
+    return (path / DONE_MARKER).exists() or (path / "config.json").exists()
+
+
+def _check_output(output_dir: Path) -> None:
+    """Refuse to replace a non-model directory, and check that the model can be written (before any slow work)."""
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not _is_model_dir(output_dir):
+        raise RlcalError(f"{output_dir} exists and is not a model directory; refusing to overwrite it")
     check_writable_dir(output_dir.parent)
-    partial = output_dir.parent / f".{output_dir.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    return partial
 
 
 def _busy_cores() -> float:
@@ -282,19 +285,25 @@ def auto_threads() -> int:
 def pretrain(config: PretrainConfig) -> Path:
     """Build (or reuse) the world, train tokenizer + tiny LM on its corpus, save an HF model dir; returns its path."""
     output_dir = Path(config.output_dir)
-    partial = _prepare_output(output_dir)  # fail fast, before the slow imports
+    _check_output(output_dir)  # fail fast, before the slow imports
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(config.num_threads or auto_threads())
     try:
-        return _pretrain(config, output_dir, partial)
+        # The model is written into a hidden sibling folder that replaces output_dir in one rename when complete.
+        with staged_dir(output_dir, owned=None) as partial:
+            summary = _pretrain(config, partial)
     finally:
         torch.set_num_threads(threads)  # process-wide setting: leave it as it was
-        shutil.rmtree(partial, ignore_errors=True)
+    print(
+        f"pretrained {output_dir}: {summary['steps']} steps, final loss {summary['final_loss']}, "
+        f"{summary['train_seconds']:.0f}s training (~{summary['tokens_per_second']} tokens/s)"
+    )
+    return output_dir
 
 
-def _pretrain(config: PretrainConfig, output_dir: Path, partial: Path) -> Path:
+def _pretrain(config: PretrainConfig, partial: Path) -> dict[str, Any]:
     import datasets
     import torch
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
@@ -385,16 +394,7 @@ def _pretrain(config: PretrainConfig, output_dir: Path, partial: Path) -> Path:
         "threads": torch.get_num_threads(),
     }
     (partial / DONE_MARKER).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if output_dir.is_dir():
-        shutil.rmtree(output_dir)
-    elif output_dir.exists():
-        output_dir.unlink()
-    os.replace(partial, output_dir)
-    print(
-        f"pretrained {output_dir}: {summary['steps']} steps, final loss {summary['final_loss']}, "
-        f"{train_seconds:.0f}s training (~{summary['tokens_per_second']} tokens/s)"
-    )
-    return output_dir
+    return summary
 
 
 # Settings that change how a run looks or how fast it goes, not what it produces: not part of the cache key.
@@ -402,7 +402,9 @@ _NOT_IN_FINGERPRINT = ("num_threads", "progress", "logging_steps")
 
 
 def _fingerprint(config: PretrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in asdict(config).items() if k not in _NOT_IN_FINGERPRINT}
+    # The world's format version too: the same settings give another corpus when the world's text changes.
+    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_FINGERPRINT}
+    return {**settings, "world_format_version": WORLD_FORMAT_VERSION}
 
 
 def is_pretrained(config: PretrainConfig) -> bool:

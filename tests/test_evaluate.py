@@ -360,7 +360,9 @@ def test_cli_eval_with_lora_adapter(toy_model, qa_file, tmp_path):
     base_out, lora_out = tmp_path / "base", tmp_path / "lora"
     common = ["--data", qa_file, "--thresholds", "0", "--max-new-tokens", 6]
     assert run_cli("eval", "--model", toy_model, *common, "--out", base_out) == 0
-    assert run_cli("eval", "--model", toy_model, "--adapter", adapter, *common, "--out", lora_out) == 0
+    assert run_cli("eval", "--model", toy_model, "--adapter", adapter, *common, "--bootstrap", 0, "--out", lora_out) == 0
+    assert "ci" in load_json(base_out / "metrics.json")["per_threshold"]["0"]  # intervals by default
+    assert "ci" not in load_json(lora_out / "metrics.json")["per_threshold"]["0"]  # --bootstrap 0: none
     base = [json.loads(x)["answer_prob"] for x in (base_out / "predictions.jsonl").read_text().splitlines()]
     lora = [json.loads(x)["answer_prob"] for x in (lora_out / "predictions.jsonl").read_text().splitlines()]
     assert base != pytest.approx(lora, rel=1e-3)  # the adapter is really applied
@@ -389,6 +391,7 @@ def test_cli_eval_bad_input(toy_model, qa_file, tmp_path, capsys):
     fails("--model", tmp_path / "nope", "--data", qa_file, match="model not found")
     fails(*base, "--data", tmp_path / "nope.jsonl", match="not found")
     fails(*base, "--data", qa_file, "--batch-size", 0, match="batch-size")
+    fails(*base, "--data", qa_file, "--bootstrap", -1, match="--bootstrap")
     from transformers import AutoTokenizer
 
     plain_tok = AutoTokenizer.from_pretrained(toy_model)

@@ -342,6 +342,7 @@ def evaluate_model(
     seed: int = 0,
     progress: bool | str = True,
     distributed: bool = True,
+    n_resamples: int = DEFAULT_RESAMPLES,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate calibration and behavioral calibration of `model` on `dataset` (rows with question/answer/aliases).
 
@@ -394,7 +395,7 @@ def evaluate_model(
     finally:
         if was_training:
             model.train()
-    metrics = compute_metrics(predictions, thresholds, confidence_method, n_bins)
+    metrics = compute_metrics(predictions, thresholds, confidence_method, n_bins, n_resamples, seed)
     metrics["settings"] = {
         "format": template.format,
         "grader": grader.grader,
@@ -727,6 +728,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="Prompts per generation batch (per process).")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="Generation length.")
     parser.add_argument("--n-bins", type=int, default=15, help="Equal-width bins for ECE.")
+    parser.add_argument(
+        "--bootstrap", type=int, default=DEFAULT_RESAMPLES, metavar="N",
+        help="Bootstrap resamples of questions for the 95%% intervals (default %(default)s; 0: no intervals).",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N.")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     parser.add_argument("--seed", type=int, default=0, help="Seed for sampled answers (agreement) and weighted draws.")
@@ -739,6 +744,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("batch_size", "max_new_tokens", "n_bins", "num_samples"):
         if getattr(args, name) < 1:
             raise RlcalError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.bootstrap < 0:
+        raise RlcalError("--bootstrap must be >= 0 (0: no intervals)")
     out = Path(args.out)
     check_out_dir(out, EVAL_FILES, "--out")
     recipe = read_recipe_file(args.recipe) if args.recipe else None
@@ -758,6 +765,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         n_bins=args.n_bins,
+        n_resamples=args.bootstrap,
         num_samples=args.num_samples,
         answer_span=args.answer_span,
         seed=args.seed,

@@ -4,8 +4,8 @@
     base = ensure_model(recipe)                  # builds the toy world + model when model.pretrain_recipe says how
     model, tokenizer = load_model(base, recipe), load_tokenizer(base, recipe)
 
-`check_runtime(recipe)` runs the environment checks that need no model (quantization backend, ZeRO-3 with a warm-up),
-so `rlcal train` fails on them before anything is loaded.
+`check_runtime(recipe)` runs the environment checks that need no model (quantization backend, calibration hook), so
+`rlcal train` fails on them before anything is loaded; `zero3_enabled()` tells whether parameters are sharded.
 """
 
 from __future__ import annotations
@@ -107,14 +107,13 @@ def zero3_enabled() -> bool:
 
 
 def check_runtime(recipe: Recipe) -> None:
-    """Environment checks that need no model: quantization backends, calibration hook, ZeRO-3 + warm-up."""
+    """Environment checks that need no model: quantization backends, calibration hook. (A warm-up under ZeRO-3 is
+    checked by `rlcal.training.warmup.run_warmup`, which knows whether a cached warm-up makes it unnecessary.)"""
     if recipe.model.load_in_4bit or recipe.model.load_in_8bit:
         try:
             import bitsandbytes  # noqa: F401
         except ImportError as exc:
             raise RlcalError("model.load_in_4bit/8bit needs bitsandbytes: pip install bitsandbytes") from exc
-    if recipe.warmup.steps and zero3_enabled():
-        raise RlcalError("warmup cannot merge its adapter under ZeRO-3; run it once without ZeRO-3 or set steps 0")
     if recipe.calibration.data is not None:
         try:
             from rlcal.training.callbacks import CalibrationCallback  # noqa: F401

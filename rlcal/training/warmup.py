@@ -176,6 +176,19 @@ def _reuse(model_dir: Path, summary_path: Path, key: str, inputs: dict[str, Any]
     )
 
 
+def check_can_build() -> None:
+    """RlcalError when a warm-up would have to be built under DeepSpeed ZeRO-3: its LoRA cannot be merged into
+    sharded parameters. The documented way (docs/scaling.md): build it once without ZeRO-3 with the same output_dir,
+    then the ZeRO-3 launch reuses the cached model."""
+    from rlcal.training.models import zero3_enabled
+
+    if zero3_enabled():
+        raise RlcalError(
+            "warmup cannot merge its adapter under ZeRO-3: build it once without ZeRO-3 (same output_dir; it is "
+            "cached and then reused here) or set warmup.steps 0"
+        )
+
+
 def _install_dir(tmp: Path, target: Path) -> None:
     """Replace `target` by the finished folder `tmp` (same filesystem), so a crash never leaves half a model
     where a later run would reuse it. One place, so it can move to rlcal.common.files' atomic writers."""
@@ -202,6 +215,7 @@ def run_warmup(recipe: Recipe, base: str, dataset, reward, verbose: bool = False
     if cached is not None:
         logger.info("warm-up: reusing %s", model_dir)
         return str(model_dir), cached
+    check_can_build()  # before any model is loaded
 
     args = recipe.training
     tokenizer = load_tokenizer(base, recipe)

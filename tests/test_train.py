@@ -451,3 +451,16 @@ def test_cli_train_verbose_prints_the_log_dicts(tiny_model_dir, tmp_path, capfd)
     assert sum("'frac_reward_zero_std'" in line for line in dicts) == 2  # one per RL step (logging_steps 1)
     summary = captured.out[captured.out.index("\n{\n") :]  # the indented JSON summary, after the dicts
     assert json.loads(summary)["output_dir"] == str(tmp_path / "loud")
+
+
+def test_probe_without_warmup_measures_the_starting_policy(tiny_model_dir, tmp_path):
+    raw = raw_recipe(tiny_model_dir, write_qa(tmp_path / "qa.jsonl"), tmp_path / "out")
+    raw["warmup"].update(steps=0, probe_prompts=4)
+    recipe = parse_recipe(raw)
+    dataset = data_mod.load_train_dataset(recipe)
+    probe = train_mod.probe_start(recipe, tiny_model_dir, dataset, train_mod.build_reward_funcs(recipe)[0])
+    assert probe["prompts"] == 4 and probe["num_generations"] == 4
+    # the random tiny model never abstains and is never right: every group has identical rewards
+    assert probe["frac_reward_zero_std"] == 1.0 and probe["abstain_rate"] == 0.0
+    raw["warmup"]["probe_prompts"] = 0
+    assert train_mod.probe_start(parse_recipe(raw), tiny_model_dir, dataset, None) is None

@@ -324,3 +324,35 @@ def test_sample_generate_gives_n_completions_per_prompt_in_order(tiny_model_dir)
     with pytest.raises(ValueError, match="num_samples"):
         sample_generate(model, tok, ids, num_samples=0)
     assert sample_generate(model, tok, [], num_samples=2) == []
+
+
+def test_log_levels_per_process_and_restored():
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from rlcal.training.progress import process_log_levels
+
+    rlcal_logger = logging.getLogger("rlcal")
+    before = (rlcal_logger.level, hf_logging.get_verbosity())
+    replica = SimpleNamespace(get_process_log_level=lambda: logging.WARNING, should_log=False, log_level="passive")
+    main = SimpleNamespace(get_process_log_level=lambda: logging.WARNING, should_log=True, log_level="passive")
+    with process_log_levels(replica):
+        assert not rlcal_logger.isEnabledFor(logging.INFO)  # other processes: warnings only
+        assert hf_logging.get_verbosity() == logging.WARNING
+    with process_log_levels(main):
+        assert rlcal_logger.isEnabledFor(logging.INFO)  # the main process keeps rlcal's info lines
+    assert (rlcal_logger.level, hf_logging.get_verbosity()) == before
+
+
+def test_stage_progress_is_silent_off_the_main_process(capsys):
+    from rlcal.training.progress import StageProgress
+
+    bar = StageProgress("RL training")
+    s = state(0, main=False)
+    bar.on_train_begin(None, s, None)
+    s.global_step = 1
+    bar.on_step_end(None, s, None)
+    bar.on_log(None, s, None, logs={"loss": 1.0})
+    bar.on_train_end(None, s, None)
+    assert capsys.readouterr().err == ""

@@ -192,7 +192,6 @@ def train(recipe: Recipe, verbose: bool = False) -> TrainResult:
 
 
 def _train(recipe: Recipe, verbose: bool) -> TrainResult:
-    from accelerate import PartialState
     from transformers import set_seed
 
     from rlcal.training.models import check_runtime, ensure_model
@@ -205,7 +204,7 @@ def _train(recipe: Recipe, verbose: bool) -> TrainResult:
     base = ensure_model(recipe)
     dataset = load_train_dataset(recipe)  # column errors surface here, before any model is loaded
     reward_funcs = build_reward_funcs(recipe)
-    callbacks = build_callbacks(recipe)
+    callbacks = build_callbacks(recipe)  # loads the calibration eval set: a bad one fails before the warm-up
 
     model_path, warmup, probe = base, None, None
     if recipe.warmup.steps > 0:
@@ -219,20 +218,25 @@ def _train(recipe: Recipe, verbose: bool) -> TrainResult:
     started_wandb = setup_wandb(recipe)
     trainer = build_trainer(recipe, model_path, dataset, reward_funcs, callbacks)
     quiet_trainer(trainer, "RL training", recipe.output_dir / "train_log.jsonl", verbose, append=bool(checkpoint))
-    for callback in callbacks:
-        if hasattr(callback, "bind"):  # the calibration hook generates faster under ZeRO-3 when it has the trainer
-            callback.bind(trainer)
     try:
         metrics = dict(trainer.train(resume_from_checkpoint=checkpoint).metrics)
-        trainer.save_model(str(recipe.output_dir))  # the LoRA adapter (or full weights) + tokenizer
         result = TrainResult(str(recipe.output_dir), model_path, checkpoint, metrics, warmup, probe)
-        if PartialState().is_main_process:
-            atomic_write_text(recipe.output_dir / "rlcal_recipe.yaml", recipe.to_yaml())
-            summary = {**result.summary(), "log_history": trainer.state.log_history}
-            atomic_write_text(recipe.output_dir / "train_summary.json", json.dumps(summary, indent=2, default=str))
+        save_outputs(recipe, trainer, result)
     finally:
         finish_wandb(started_wandb)
     return result
+
+
+def save_outputs(recipe: Recipe, trainer, result: TrainResult) -> None:
+    """The adapter (or full weights) and tokenizer (every process: ZeRO-3 gathers), then, on the main process, the
+    resolved recipe and train_summary.json (with the trainer's log history)."""
+    from accelerate import PartialState
+
+    trainer.save_model(str(recipe.output_dir))
+    if PartialState().is_main_process:
+        atomic_write_text(recipe.output_dir / "rlcal_recipe.yaml", recipe.to_yaml())
+        summary = {**result.summary(), "log_history": trainer.state.log_history}
+        atomic_write_text(recipe.output_dir / "train_summary.json", json.dumps(summary, indent=2, default=str))
 
 
 def result_lines(result: TrainResult) -> list[str]:

@@ -133,7 +133,7 @@ def build_trainer(recipe: Recipe, model_path: str, dataset, reward_funcs: list[A
 
     args = recipe.training
     args.model_init_kwargs = model_init_kwargs(recipe)
-    return trainer_class(recipe.trainer)(
+    trainer = trainer_class(recipe.trainer)(
         model=model_path,
         reward_funcs=reward_funcs,
         args=args,
@@ -143,3 +143,7 @@ def build_trainer(recipe: Recipe, model_path: str, dataset, reward_funcs: list[A
         peft_config=get_peft_config(recipe.model),
         quantization_config=get_quantization_config(recipe.model),
     )
+    for callback in callbacks:
+        if hasattr(callback, "bind"):  # the calibration hook generates faster under ZeRO-3 when it has the trainer
+            callback.bind(trainer)
+    return trainer

@@ -6,7 +6,7 @@
 Both trainers get the same locally built model, LoRA config, dataset (confidence-target prompts), batch and
 generation settings and seed:
 - vanilla: `trl.GRPOTrainer` with a minimal exact-match reward function written inline;
-- rlcal: the trainer `rlcal train` builds (`rlcal.training.train.build_trainer`) with rlcal's confidence-target reward
+- rlcal: the trainer `rlcal train` builds (`rlcal.training.trainers.build_trainer`) with rlcal's confidence-target reward
   (full grading: answer extraction, normalisation, abstention detection, `outcomes/*` metrics) and rlcal's callbacks.
 The learning rate is 0 so both runs generate the same tokens from the same seed: the ratio isolates what rlcal adds
 per step (reward grading, logging, callbacks), not differences in completion length. Steps are timed in process
@@ -135,10 +135,11 @@ def run_vanilla(recipe, model_dir: str, dataset, skip: int) -> tuple[float, floa
 
 
 def run_rlcal(recipe, model_dir: str, dataset, skip: int) -> tuple[float, float, float]:
-    from rlcal.training.train import _zero_std_monitor, build_reward_funcs, build_trainer
+    from rlcal.training.train import build_reward_funcs
+    from rlcal.training.trainers import build_trainer, zero_std_monitor
 
     timer = timer_callback()
-    trainer = build_trainer(recipe, model_dir, dataset, build_reward_funcs(recipe), [_zero_std_monitor(), timer])
+    trainer = build_trainer(recipe, model_dir, dataset, build_reward_funcs(recipe), [zero_std_monitor(), timer])
     trainer.train()
     return timer.summary(skip)
 

@@ -117,8 +117,9 @@ def _evaluate(name: str, model_path: str, adapter: str | None, rows, out: Path, 
     return metrics, predictions
 
 
-def _train(reward: str, model_dir: Path, out: Path, scale: str, seed: int) -> tuple[str, str]:
-    """Post-train one LoRA copy with the toy recipe for `reward`; returns (base model path, adapter dir)."""
+def _train(reward: str, model_dir: Path, out: Path, scale: str, seed: int, verbose: bool = False) -> tuple[str, str]:
+    """Post-train one LoRA copy with the toy recipe for `reward`; returns (base model path, adapter dir). The
+    training shows one progress bar per stage (`verbose`: every log dict too); its logs are in run_dir/*.jsonl."""
     from rlcal.training.config import load_recipe_dict, parse_recipe
     from rlcal.training.train import train
 
@@ -136,7 +137,7 @@ def _train(reward: str, model_dir: Path, out: Path, scale: str, seed: int) -> tu
     raw["training"] = training
     if SCALE[scale]["warmup_steps"] is not None and raw.get("warmup"):
         raw["warmup"] = {**raw["warmup"], "steps": SCALE[scale]["warmup_steps"], "num_examples": 64}
-    result = train(parse_recipe(raw, path=f"demo:{reward}"))
+    result = train(parse_recipe(raw, path=f"demo:{reward}"), verbose=verbose)
     return result.model_path, result.output_dir
 
 
@@ -462,7 +463,9 @@ def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
     return path
 
 
-def run_demo(out_dir: str | Path = "outputs/demo", quick: bool = False, seed: int = 0) -> dict[str, Any]:
+def run_demo(
+    out_dir: str | Path = "outputs/demo", quick: bool = False, seed: int = 0, verbose: bool = False
+) -> dict[str, Any]:
     """Run the whole demo; returns summary.json's content."""
     from rlcal.evaluation.plots import reliability_diagram, sweep_plot
     from rlcal.world.singleton import theorem2_bound
@@ -487,7 +490,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", quick: bool = False, seed: in
         metrics["base"], predictions["base"] = _evaluate("base", str(model_dir), None, rows, out, scale, seed)
     for reward in ("binary", "confidence_target"):
         with clock.stage(f"post-train with the {reward} reward"):
-            base_path, adapter = _train(reward, model_dir, out, scale, seed)
+            base_path, adapter = _train(reward, model_dir, out, scale, seed, verbose)
         with clock.stage(f"evaluate {reward}"):
             metrics[reward], predictions[reward] = _evaluate(reward, base_path, adapter, rows, out, scale, seed)
 
@@ -553,10 +556,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/demo", help="Output directory (default: outputs/demo).")
     parser.add_argument("--quick", action="store_true", help="Toy-scale run (under a minute) that checks the pipeline.")
     parser.add_argument("--seed", type=int, default=0, help="Seed for the world, pretraining and RL.")
+    parser.add_argument("--verbose", action="store_true", help="Print the trainings' log dicts (rlcal train --verbose).")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise RlcalError(f"--seed must be >= 0, got {args.seed}")
-    run_demo(args.out, quick=args.quick, seed=args.seed)
+    run_demo(args.out, quick=args.quick, seed=args.seed, verbose=getattr(args, "verbose", False))
     return 0

@@ -7,18 +7,17 @@ One module-scoped run (SFT warm-up + 3 GRPO steps) serves most assertions, so th
 from __future__ import annotations
 
 import json
-import math
 import os
-from itertools import product
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from rlcal.cli import main as cli_main
 from rlcal.common.errors import RlcalError
+from rlcal.training import data as data_mod
+from rlcal.training import models, tracking, trainers, warmup
 from rlcal.training import train as train_mod
 from rlcal.training.config import load_recipe, parse_recipe
 
@@ -178,6 +177,23 @@ def test_logs_outcomes_and_zero_variance_fraction(run):
     assert all(0.5 <= entry["outcomes/mean_threshold"] <= 0.75 for entry in logged)
 
 
+def test_train_log_jsonl_has_one_row_per_logged_step(run):
+    out = Path(run["result"].output_dir)
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]  # logging_steps 1, max_steps 3
+    for key in ("reward", "frac_reward_zero_std", "groups/frac_reward_zero_std", "rewards/confidence_target/mean",
+                "outcomes/abstain_rate", "outcomes/hallucination_rate", "learning_rate", "epoch"):
+        assert all(key in r for r in steps), key
+    assert "train_runtime" in rows[-1]  # TRL's end-of-training log event is a row too
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert [{k: v for k, v in r.items() if k != "step"} for r in rows] == [
+        {k: v for k, v in e.items() if k != "step"} for e in summary["log_history"]
+    ]
+    sft = [json.loads(line) for line in (out / "warmup" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in sft if "loss" in r] == list(range(16, 81, 16))  # warm-up logs every steps // 5
+
+
 def test_warmup_creates_a_learning_signal(run):
     warm = run["result"].warmup
     assert warm["targets"]["examples"] == 40
@@ -225,6 +241,8 @@ def test_resume_continues_from_the_newest_checkpoint(run):
     assert Path(result.output_dir, "checkpoint-4").is_dir()
     after = (Path(raw["training"]["output_dir"]) / "warmup" / "model" / "model.safetensors").stat().st_mtime_ns
     assert before == after  # the warm-up model was reused, not retrained
+    log = Path(result.output_dir, "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log if '"loss"' in line] == [1, 2, 3, 4]  # appended on resume
     changed = dict(raw, warmup=dict(raw["warmup"], abstain_fraction=0.3))
     with pytest.raises(RlcalError, match="other warm-up settings"):
         train_mod.train(parse_recipe(changed))
@@ -312,58 +330,13 @@ def test_setup_wandb_falls_back_to_offline(tmp_path, monkeypatch):
         "training": {"output_dir": str(tmp_path / "o"), "scale_rewards": "none", "report_to": ["wandb"]},
         "wandb": {"mode": "online"},
     }
-    assert train_mod.setup_wandb(parse_recipe(raw)) is True
+    assert tracking.setup_wandb(parse_recipe(raw)) is True
     assert calls == ["offline"] and os.environ["WANDB_MODE"] == "offline"  # no credentials: never tries online
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     calls.clear()
-    assert train_mod.setup_wandb(parse_recipe(raw)) is True
+    assert tracking.setup_wandb(parse_recipe(raw)) is True
     assert calls == ["online", "offline"]  # the online start failed: retried offline instead of crashing
     assert (tmp_path / "o" / "wandb_run_id.txt").read_text() == "abc123"
-
-
-def brute_force_gradient(p: float, t: float, q: float, g: int, scale: str) -> float:
-    """The same expectation as `expected_answer_gradient`, by enumerating all 3^g outcome sequences."""
-    pen = t / (1 - t)
-    probs = {"c": q * p, "w": q * (1 - p), "a": 1 - q}
-    values = {"c": 1.0, "w": -pen, "a": 0.0}
-    total = 0.0
-    for combo in product("cwa", repeat=g):
-        prob = math.prod(probs[o] for o in combo)
-        rewards = [values[o] for o in combo]
-        mean = sum(rewards) / g
-        std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / (g - 1))
-        scale_by = 1 / (std + 1e-4) if scale == "group" else 1.0
-        total += prob * sum((r - mean) * scale_by * ((o != "a") - q) for r, o in zip(rewards, combo, strict=True))
-    return total
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    st.floats(0.0, 1.0),
-    st.sampled_from([0.0, 0.5, 0.75, 0.9]),
-    st.floats(0.05, 0.95),
-    st.integers(2, 5),
-    st.sampled_from(["none", "group"]),
-)
-def test_expected_answer_gradient_matches_enumeration(p, t, q, g, scale):
-    exact = train_mod.expected_answer_gradient(p, t, q, g, scale)
-    assert exact == pytest.approx(brute_force_gradient(p, t, q, g, scale), rel=1e-9, abs=1e-12)
-
-
-@settings(max_examples=30, deadline=None)
-@given(st.sampled_from([0.5, 0.75, 0.9]), st.floats(0.02, 0.3), st.floats(0.1, 0.9))
-def test_unscaled_advantages_push_toward_the_score_optimal_choice(t, margin, q):
-    # scale_rewards none (and batch: one positive factor) follow sign(p - t): answer iff P(correct) > t
-    assert train_mod.expected_answer_gradient(min(t + margin, 1.0), t, q, 8, "none") > 0
-    assert train_mod.expected_answer_gradient(t - margin, t, q, 8, "none") < 0
-
-
-def test_group_scaling_reverses_the_decision_below_the_target():
-    # the evidence for `scale_rewards: batch` in the recipes (docs/training.md): at t = 0.75 a model that is right
-    # 70% of the time should abstain, but per-group std scaling pushes it to answer
-    assert train_mod.expected_answer_gradient(0.7, 0.75, 0.5, 8, "none") < 0
-    assert train_mod.expected_answer_gradient(0.7, 0.75, 0.5, 8, "group") > 0
-    assert train_mod.expected_answer_gradient(0.75, 0.9, 0.5, 8, "group") > 0
 
 
 def test_fresh_checkout_builds_the_toy_model_first(tmp_path, monkeypatch, tiny_model_dir):
@@ -387,8 +360,8 @@ def test_fresh_checkout_builds_the_toy_model_first(tmp_path, monkeypatch, tiny_m
     raw = raw_recipe("m", Path("w/qa.jsonl"), tmp_path / "out")
     raw["model"]["pretrain_recipe"] = "pretrain.yaml"
     recipe = parse_recipe(raw)  # validates although neither the model nor the data exist yet
-    assert train_mod.ensure_model(recipe) == "m" and calls == ["pretrain.yaml"]
-    assert len(train_mod.load_train_dataset(recipe)) == 40
+    assert models.ensure_model(recipe) == "m" and calls == ["pretrain.yaml"]
+    assert len(data_mod.load_train_dataset(recipe)) == 40
     raw["model"]["model_name_or_path"] = "elsewhere"
     with pytest.raises(RlcalError, match="is not what model.pretrain_recipe builds"):
         parse_recipe(raw)
@@ -398,12 +371,12 @@ def test_zero_variance_monitor_warns_only_for_a_dead_start(caplog):
     from types import SimpleNamespace
 
     state = SimpleNamespace(is_world_process_zero=True)
-    dead, alive = train_mod._zero_std_monitor(), train_mod._zero_std_monitor()
-    with caplog.at_level("WARNING", logger="rlcal.training.train"):
+    dead, alive = trainers.zero_std_monitor(), trainers.zero_std_monitor()
+    with caplog.at_level("WARNING", logger="rlcal.training.trainers"):
         for value in (0.95, 1.0, 0.97, 1.0):
-            dead.on_log(None, state, None, logs={train_mod.GROUP_ZERO_STD: value})
+            dead.on_log(None, state, None, logs={trainers.GROUP_ZERO_STD: value})
         for value in (0.4, 1.0, 1.0, 1.0, 1.0):  # converging to one answer later in a run is normal
-            alive.on_log(None, state, None, logs={train_mod.GROUP_ZERO_STD: value})
+            alive.on_log(None, state, None, logs={trainers.GROUP_ZERO_STD: value})
     warnings = [r for r in caplog.records if "identical rewards" in r.getMessage()]
     assert len(warnings) == 1 and "97%" in warnings[0].getMessage()
 
@@ -414,8 +387,8 @@ def test_warmup_targets_never_abstain_at_t0(tiny_model_dir, tmp_path):
     raw["reward"]["threshold"] = {"choice": [0.0, 0.75]}
     raw["warmup"].update(abstain_on="random", abstain_fraction=1.0, answer_target="gold", num_examples=40)
     recipe = parse_recipe(raw)
-    dataset = train_mod.load_train_dataset(recipe)
-    examples, stats = train_mod.build_warmup_examples(recipe, dataset, model=None, tokenizer=None)
+    dataset = data_mod.load_train_dataset(recipe)
+    examples, stats = warmup.build_warmup_examples(recipe, dataset, model=None, tokenizer=None)
     by_prompt = {row["prompt"]: row for row in dataset}
     for example in examples:
         row = by_prompt[example["prompt"]]
@@ -434,12 +407,60 @@ def test_weight_column_draws_training_questions_by_popularity(tmp_path):
     qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
     raw = raw_recipe("unused", qa, tmp_path / "out")
     raw["data"].update(weight_column="popularity", max_samples=200)
-    ds = train_mod.load_train_dataset(parse_recipe(raw))
+    ds = data_mod.load_train_dataset(parse_recipe(raw))
     assert len(ds) == 200
     persons = [int(q.split()[3]) for q in ds["question"]]
     assert all(p % 2 == 0 and p < 40 for p in persons)  # rl_train rows with weight only
     assert len(set(persons)) > 10 and set(ds["threshold"]) == {0.5, 0.75}
-    assert train_mod.load_train_dataset(parse_recipe(raw))["question"] == ds["question"]  # seeded
+    assert data_mod.load_train_dataset(parse_recipe(raw))["question"] == ds["question"]  # seeded
     raw["data"]["weight_column"] = "fame"
     with pytest.raises(RlcalError, match="no weight column 'fame'"):
-        train_mod.load_train_dataset(parse_recipe(raw))
+        data_mod.load_train_dataset(parse_recipe(raw))
+
+
+DICT_LINE = re.compile(r"\{'\w+': |\{\"\w+\": ")
+
+
+def small_cli_recipe(tiny_model_dir: str, tmp_path: Path, name: str) -> Path:
+    raw = raw_recipe(tiny_model_dir, write_qa(tmp_path / "qa.jsonl"), tmp_path / name)
+    raw["warmup"].update(steps=2, num_examples=16, probe_prompts=0)
+    raw["training"].update(max_steps=2, save_strategy="no", report_to=[])
+    raw["wandb"] = {"mode": "disabled"}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_cli_train_prints_progress_bars_not_log_dicts(tiny_model_dir, tmp_path, capfd):
+    assert cli_main(["train", str(small_cli_recipe(tiny_model_dir, tmp_path, "quiet"))]) == 0
+    captured = capfd.readouterr()
+    lines = [line for text in (captured.out, captured.err) for line in re.split(r"[\r\n]", text) if line.strip()]
+    assert not [line for line in lines if DICT_LINE.search(line)], "a log dict reached the terminal"
+    assert any(line.startswith("warm-up SFT:") and "2/2" in line for line in lines)
+    assert any(line.startswith("RL training:") and "2/2" in line and "halluc=" in line for line in lines)
+    assert captured.out.startswith("rlcal train: trained from ") and "train_log.jsonl" in captured.out
+    assert len(captured.out.splitlines()) <= 3
+    rows = (tmp_path / "quiet" / "train_log.jsonl").read_text().splitlines()
+    assert len([r for r in rows if '"loss"' in r]) == 2  # the dicts went to the file instead
+
+
+def test_cli_train_verbose_prints_the_log_dicts(tiny_model_dir, tmp_path, capfd):
+    assert cli_main(["train", str(small_cli_recipe(tiny_model_dir, tmp_path, "loud")), "--verbose"]) == 0
+    captured = capfd.readouterr()
+    dicts = [line for line in re.split(r"[\r\n]", captured.out + captured.err) if DICT_LINE.search(line)]
+    assert sum("'frac_reward_zero_std'" in line for line in dicts) == 2  # one per RL step (logging_steps 1)
+    summary = captured.out[captured.out.index("\n{\n") :]  # the indented JSON summary, after the dicts
+    assert json.loads(summary)["output_dir"] == str(tmp_path / "loud")
+
+
+def test_probe_without_warmup_measures_the_starting_policy(tiny_model_dir, tmp_path):
+    raw = raw_recipe(tiny_model_dir, write_qa(tmp_path / "qa.jsonl"), tmp_path / "out")
+    raw["warmup"].update(steps=0, probe_prompts=4)
+    recipe = parse_recipe(raw)
+    dataset = data_mod.load_train_dataset(recipe)
+    probe = train_mod.probe_start(recipe, tiny_model_dir, dataset, train_mod.build_reward_funcs(recipe)[0])
+    assert probe["prompts"] == 4 and probe["num_generations"] == 4
+    # the random tiny model never abstains and is never right: every group has identical rewards
+    assert probe["frac_reward_zero_std"] == 1.0 and probe["abstain_rate"] == 0.0
+    raw["warmup"]["probe_prompts"] = 0
+    assert train_mod.probe_start(parse_recipe(raw), tiny_model_dir, dataset, None) is None

@@ -4,6 +4,7 @@
     ids = encode_prompts(tokenizer, prompts)                   # strings (plain) or chat message lists
     gens = greedy_generate(model, tokenizer, ids, max_new_tokens=16, batch_size=32)
     gens[0].response, gens[0].answer_prob, gens[0].answer_prob_norm
+    samples = sample_generate(model, tokenizer, ids, num_samples=8, temperature=1.0)  # 8 completions per prompt
     agree = sample_agreement(model, tokenizer, ids, [g.response for g in gens], num_samples=8)
 
 Methods (`rlcal eval --confidence ...`):
@@ -299,6 +300,52 @@ def sample_agreement(
             if on_batch is not None:
                 on_batch(len(batch))
     return shares
+
+
+@torch.no_grad()
+def sample_generate(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    num_samples: int = 1,
+    max_new_tokens: int = 16,
+    batch_size: int = 32,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    on_batch: Callable[[int], Any] | None = None,
+) -> list[list[str]]:
+    """`num_samples` sampled completions per prompt (decoded, cut at end-of-sequence), in prompt order: the same
+    batching, padding and stop tokens as `greedy_generate`. `top_k=0` / `top_p=1.0` mean no truncation. Seeded
+    without disturbing the caller's random state, like `sample_agreement`."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if not prompt_ids:
+        return []
+    device, pad_id, eos_ids, config = _generation_setup(
+        model,
+        tokenizer,
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        num_return_sequences=num_samples,
+    )
+    out: list[list[str]] = [[] for _ in prompt_ids]
+    with _fork_rng(device):
+        torch.manual_seed(seed)
+        for batch in length_sorted_batches([len(p) for p in prompt_ids], batch_size):
+            ids, mask = left_pad([prompt_ids[i] for i in batch], pad_id, device)
+            sequences = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+            new_tokens = sequences[:, ids.shape[1] :].cpu()
+            for row, i in enumerate(batch):
+                samples = new_tokens[row * num_samples : (row + 1) * num_samples]
+                out[i] = [tokenizer.decode(_until_eos(s.tolist(), eos_ids), skip_special_tokens=True) for s in samples]
+            if on_batch is not None:
+                on_batch(len(batch))
+    return out
 
 
 def verbal_confidence(responses: Sequence[str]) -> list[float | None]:

@@ -70,13 +70,14 @@ class _Clock:
             print(f"[rlcal demo {time.time() - self.start:6.0f}s] {self._name}: done in {self.stages[self._name]}s")
 
 
-def _pretrain(out: Path, scale: str, seed: int) -> tuple[Path, dict[str, Any]]:
+def _pretrain(out: Path, scale: str, seed: int, verbose: bool = False) -> tuple[Path, dict[str, Any]]:
     from rlcal.world.corpus import load_world_stats
     from rlcal.world.pretrain import ensure_pretrained, load_pretrain_config
 
     overrides = ["--world_dir", str(out / "world"), "--output_dir", str(out / "pretrained"), "--seed", str(seed)]
     overrides += ["--world_seed", str(seed), *SCALE[scale]["pretrain"]]
     config = load_pretrain_config(_recipe_path("pretrain.yaml"), overrides)
+    config.verbose = verbose  # how it prints, not what it builds (not part of the cache key)
     model_dir = ensure_pretrained(config)
     return Path(model_dir), load_world_stats(out / "world") or {}
 
@@ -481,7 +482,7 @@ def run_demo(
     scale = "quick" if quick else "full"
     clock = _Clock()
     with clock.stage("world + pretraining (cached)"):
-        model_dir, world = _pretrain(out, scale, seed)
+        model_dir, world = _pretrain(out, scale, seed, verbose)
     rows = _eval_rows(out / "world", SCALE[scale]["eval_samples"])
     counts = [int(c) for c in rows["count"]] if "count" in rows.column_names else [0] * len(rows)
     metrics: dict[str, dict[str, Any]] = {}

@@ -210,7 +210,7 @@ def test_outputs_are_complete_and_reloadable(run):
     for name in ("adapter_config.json", "tokenizer_config.json", "rlcal_recipe.yaml", "train_summary.json"):
         assert (out / name).is_file(), name
     assert (out / "warmup" / "model" / "config.json").is_file()
-    assert not list(out.rglob(".*.tmp")) and not list((out / "warmup").glob(".model-*"))
+    assert not list(out.rglob(".*.tmp")) and not list((out / "warmup").glob(".*"))
     again = load_recipe(out / "rlcal_recipe.yaml")
     assert again.training.max_steps == 3 and again.warmup.steps == 80
 

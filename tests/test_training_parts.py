@@ -216,7 +216,7 @@ def test_zero3_guard_fires_under_accelerates_deepspeed_config_file(tmp_path, con
 
 
 def test_postfix_shows_the_numbers_that_matter():
-    from rlcal.training.progress import postfix
+    from rlcal.common.progress import postfix
 
     logs = {"loss": 0.1, "rewards/confidence_target/mean": -0.25, "outcomes/abstain_rate": 0.5,
             "outcomes/hallucination_rate": 0.125, "reward": -0.25, "grad_norm": 3.0}
@@ -230,7 +230,7 @@ def state(step: int, main: bool = True, history=None):
 
 
 def test_jsonl_log_writes_one_row_per_event_on_the_main_process_only(tmp_path):
-    from rlcal.training.progress import JsonlLog
+    from rlcal.common.progress import JsonlLog
 
     path = tmp_path / "run" / "train_log.jsonl"
     main, other = JsonlLog(path), JsonlLog(path)
@@ -249,7 +249,7 @@ def test_jsonl_log_writes_one_row_per_event_on_the_main_process_only(tmp_path):
 
 
 def test_stage_progress_prints_a_bar_not_dicts(capsys):
-    from rlcal.training.progress import StageProgress
+    from rlcal.common.progress import StageProgress
 
     bar = StageProgress("RL training")
     history: list[dict] = []
@@ -272,7 +272,7 @@ def test_stage_progress_prints_a_bar_not_dicts(capsys):
 def test_quiet_trainer_swaps_transformers_printers():
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from rlcal.training.progress import JsonlLog, StageProgress, quiet_trainer
+    from rlcal.common.progress import JsonlLog, StageProgress, quiet_trainer
 
     class FakeTrainer:
         def __init__(self):
@@ -331,7 +331,7 @@ def test_log_levels_per_process_and_restored():
 
     from transformers.utils import logging as hf_logging
 
-    from rlcal.training.progress import process_log_levels
+    from rlcal.common.progress import process_log_levels
 
     rlcal_logger = logging.getLogger("rlcal")
     before = (rlcal_logger.level, hf_logging.get_verbosity())
@@ -346,7 +346,7 @@ def test_log_levels_per_process_and_restored():
 
 
 def test_stage_progress_is_silent_off_the_main_process(capsys):
-    from rlcal.training.progress import StageProgress
+    from rlcal.common.progress import StageProgress
 
     bar = StageProgress("RL training")
     s = state(0, main=False)

@@ -47,8 +47,11 @@ logger = logging.getLogger("rlcal.training.train")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Recipe sections: model (trl ModelConfig + pretrain_recipe), data, reward, warmup, training (trl "
-        "GRPOConfig/RLOOConfig fields), wandb, calibration; top-level keys trainer and resume. Override any key with "
-        "--section.key value (bare --key: a trainer field, else the one section that has it). See docs/training.md."
+        "GRPOConfig/RLOOConfig fields), wandb, calibration; top-level keys trainer and resume. Every key is "
+        "described in docs/training.md, section 'Recipe sections'. Override any key with --section.key value (bare "
+        "--key: a trainer field, else the one section that has it). `rlcal train RECIPE.yaml --dry-run` prints the "
+        "resolved recipe and the first prompt without loading a model. A recipe path that is not a file here is "
+        "looked up among the recipes shipped with rlcal (docs/training.md, 'Where recipe paths point')."
     )
     parser.add_argument("recipe", nargs="?", help="Recipe YAML.")
     # REMAINDER on --config keeps `--config RECIPE.yaml --key value ...` (the `accelerate launch -m` spelling)
@@ -184,7 +187,7 @@ class TrainResult:
 def train(recipe: Recipe, verbose: bool = False) -> TrainResult:
     """Run the whole training described by `recipe` (see the module docstring). `verbose` prints every log dict
     and the libraries' progress bars, as transformers does by default."""
-    from rlcal.training.progress import process_log_levels, quiet_libraries
+    from rlcal.common.progress import process_log_levels, quiet_libraries
 
     _setup_logging()
     with process_log_levels(recipe.training), quiet_libraries(verbose):
@@ -194,8 +197,8 @@ def train(recipe: Recipe, verbose: bool = False) -> TrainResult:
 def _train(recipe: Recipe, verbose: bool) -> TrainResult:
     from transformers import set_seed
 
+    from rlcal.common.progress import quiet_trainer
     from rlcal.training.models import check_runtime, ensure_model
-    from rlcal.training.progress import quiet_trainer
     from rlcal.training.tracking import finish_wandb, setup_wandb
     from rlcal.training.warmup import run_warmup
 
@@ -244,7 +247,7 @@ def result_lines(result: TrainResult) -> list[str]:
     whole summary is in train_summary.json; --verbose prints it)."""
     from pathlib import Path
 
-    from rlcal.training.progress import postfix
+    from rlcal.common.progress import postfix
 
     log = Path(result.output_dir) / "train_log.jsonl"
     rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.is_file() else []

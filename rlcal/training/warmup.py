@@ -19,13 +19,11 @@ import hashlib
 import json
 import logging
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
-from rlcal.common.files import atomic_write_text
+from rlcal.common.files import atomic_write_text, staged_dir
 from rlcal.training.config import Recipe
 
 logger = logging.getLogger("rlcal.training.warmup")
@@ -189,23 +187,15 @@ def check_can_build() -> None:
         )
 
 
-def _install_dir(tmp: Path, target: Path) -> None:
-    """Replace `target` by the finished folder `tmp` (same filesystem), so a crash never leaves half a model
-    where a later run would reuse it. One place, so it can move to rlcal.common.files' atomic writers."""
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
-
-
 def run_warmup(recipe: Recipe, base: str, dataset, reward, verbose: bool = False) -> tuple[str, dict[str, Any]]:
     """SFT warm-up (LoRA, merged afterwards) -> (path of the warmed-up model, summary). Cached by `warmup_key`."""
     from accelerate import PartialState
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer, get_peft_config
 
+    from rlcal.common.progress import quiet_trainer
     from rlcal.training.models import load_model, load_tokenizer
     from rlcal.training.probe import format_stats, probe_group_variance, probe_settings
-    from rlcal.training.progress import quiet_trainer
 
     state = PartialState()
     out = recipe.output_dir / "warmup"
@@ -268,13 +258,13 @@ def run_warmup(recipe: Recipe, base: str, dataset, reward, verbose: bool = False
     if hasattr(merged, "merge_and_unload"):
         merged = merged.merge_and_unload()
     if state.is_main_process:
-        tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=out))
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        # Staged beside model_dir and swapped in by one rename: a crash never leaves half a model to be reused.
+        with staged_dir(model_dir, owned=None, label="warm-up model folder") as tmp:
+            merged.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         if recipe.warmup.probe_prompts:
             summary["probe_after"] = probe_group_variance(merged, tokenizer, dataset, reward, **probe)
             logger.info("warm-up: learning signal after: %s", format_stats(summary["probe_after"]))
-        _install_dir(tmp, model_dir)
         atomic_write_text(summary_path, json.dumps(summary, indent=2))
     state.wait_for_everyone()
     del trainer, merged, model

@@ -111,6 +111,9 @@ class PretrainConfig:
     )
     logging_steps: int = field(default=25, metadata={"help": "Log the loss every N steps."})
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
+    verbose: bool = field(
+        default=False, metadata={"help": "Print every log dict (transformers' default) instead of one progress bar."}
+    )
 
     def __post_init__(self) -> None:
         _coerce_types(self)
@@ -309,6 +312,7 @@ def _pretrain(config: PretrainConfig, partial: Path) -> dict[str, Any]:
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
+    from rlcal.common.progress import quiet_trainer
     from rlcal.world.toymodel import build_tiny_model, build_tokenizer, count_parameters
 
     start = time.perf_counter()
@@ -364,6 +368,8 @@ def _pretrain(config: PretrainConfig, partial: Path) -> dict[str, Any]:
     hf_logging.set_verbosity_error()  # the Trainer's CPU/AMP chatter is not for users here
     try:
         trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator)
+        # The loss log is written below (train_log.jsonl, loss.png); the terminal gets one bar, not a dict a log.
+        quiet_trainer(trainer, "pretraining", None, verbose=config.verbose, bar=config.progress)
         result = trainer.train()
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -398,7 +404,7 @@ def _pretrain(config: PretrainConfig, partial: Path) -> dict[str, Any]:
 
 
 # Settings that change how a run looks or how fast it goes, not what it produces: not part of the cache key.
-_NOT_IN_FINGERPRINT = ("num_threads", "progress", "logging_steps")
+_NOT_IN_FINGERPRINT = ("num_threads", "progress", "verbose", "logging_steps")
 
 
 def _fingerprint(config: PretrainConfig) -> dict[str, Any]:

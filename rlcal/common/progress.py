@@ -1,6 +1,6 @@
-"""What a training prints: one progress bar per stage with the numbers that matter; the full logs go to a file.
+"""What a Trainer prints (RL, warm-up SFT and pretraining alike): one progress bar per stage with the numbers that matter; the full logs go to a file.
 
-    from rlcal.training.progress import quiet_trainer, quiet_libraries, set_process_log_levels
+    from rlcal.common.progress import quiet_trainer, quiet_libraries, set_process_log_levels
     with quiet_libraries(verbose=False):                  # no per-map / per-load progress bars from the libraries
         trainer = GRPOTrainer(...)
         quiet_trainer(trainer, "RL training", output_dir / "train_log.jsonl")
@@ -121,16 +121,20 @@ class JsonlLog(TrainerCallback):
                 fh.write(json.dumps(row, default=str) + "\n")
 
 
-def quiet_trainer(trainer: Any, stage: str, log_path: str | Path, verbose: bool = False, append: bool = False) -> None:
-    """Route `trainer`'s log events to `log_path` (JSONL) and, unless `verbose`, replace transformers' dict-printing
-    callbacks by one `StageProgress` bar named `stage`."""
+def quiet_trainer(
+    trainer: Any, stage: str, log_path: str | Path | None, verbose: bool = False, append: bool = False, bar: bool = True
+) -> None:
+    """Route `trainer`'s log events to `log_path` (JSONL; None: the caller keeps its own log) and, unless `verbose`,
+    replace transformers' dict-printing callbacks by one `StageProgress` bar named `stage` (`bar=False`: none)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    trainer.add_callback(JsonlLog(log_path, append=append))
+    if log_path is not None:
+        trainer.add_callback(JsonlLog(log_path, append=append))
     if not verbose:
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(StageProgress(stage))
+        if bar:
+            trainer.add_callback(StageProgress(stage))
 
 
 @contextmanager

@@ -31,6 +31,7 @@ score: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_grading.py
+	$(BIN)/python benchmarks/bench_bootstrap.py
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_world_pretrain.py

@@ -253,7 +253,6 @@ def _fork_rng(device: torch.device):
     return torch.random.fork_rng(devices=devices)
 
 
-@torch.no_grad()
 def sample_agreement(
     model: Any,
     tokenizer: Any,
@@ -268,38 +267,17 @@ def sample_agreement(
 ) -> list[float]:
     """Share of `num_samples` sampled answers per prompt that match the reference (greedy) answer after
     `extract_answer` + `normalize`. Sampling draws from the model's own distribution (no top-k/top-p) and is seeded
-    without disturbing the caller's random state (a training run keeps its own RNG stream)."""
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    without disturbing the caller's random state (a training run keeps its own RNG stream): `sample_generate`."""
     if len(reference_responses) != len(prompt_ids):
         raise ValueError("one reference response per prompt is needed")
-    if not prompt_ids:
-        return []
-    device, pad_id, eos_ids, config = _generation_setup(
-        model,
-        tokenizer,
-        max_new_tokens=max_new_tokens,
-        do_sample=True,
-        temperature=temperature,
-        top_k=0,
-        top_p=1.0,
-        num_return_sequences=num_samples,
+    samples = sample_generate(
+        model, tokenizer, prompt_ids, num_samples, max_new_tokens, batch_size, seed, temperature, on_batch=on_batch
     )
     references = [normalize(extract_answer(r)) for r in reference_responses]
-    shares: list[float] = [0.0] * len(prompt_ids)
-    with _fork_rng(device):
-        torch.manual_seed(seed)
-        for batch in length_sorted_batches([len(p) for p in prompt_ids], batch_size):
-            ids, mask = left_pad([prompt_ids[i] for i in batch], pad_id, device)
-            sequences = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-            new_tokens = sequences[:, ids.shape[1] :].cpu()
-            for row, i in enumerate(batch):
-                samples = new_tokens[row * num_samples : (row + 1) * num_samples]
-                texts = [tokenizer.decode(_until_eos(s.tolist(), eos_ids), skip_special_tokens=True) for s in samples]
-                shares[i] = sum(normalize(extract_answer(t)) == references[i] for t in texts) / num_samples
-            if on_batch is not None:
-                on_batch(len(batch))
-    return shares
+    return [
+        sum(normalize(extract_answer(s)) == ref for s in texts) / num_samples
+        for texts, ref in zip(samples, references, strict=True)
+    ]
 
 
 @torch.no_grad()

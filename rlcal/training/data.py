@@ -23,20 +23,10 @@ def _local_source_missing(source: str) -> bool:
 
 def load_train_dataset(recipe: Recipe):
     """The RL dataset: QA rows with `threshold` (t, sampled per row with the training seed) and `prompt`."""
-    from rlcal.data.qa import load_qa_dataset, prepare_prompts
+    from rlcal.data.qa import prepare_prompts
 
     d = recipe.data
-    ds = load_qa_dataset(
-        d.source,
-        split=d.split,
-        subset=d.subset,
-        columns=d.columns,
-        split_filter=d.split_filter,
-        split_column=d.split_column,
-        max_samples=d.max_samples,
-        weight_column=d.weight_column,
-        seed=recipe.training.seed,
-    )
+    ds = d.load(seed=recipe.training.seed)  # the QA-task spec's loader: the same rows rlcal eval --recipe reads
     ds = prepare_prompts(ds, d.prompt_template(), recipe.reward.sampler(), seed=recipe.training.seed)
     empty = sum(1 for a in ds["answer"] if not str(a).strip())
     if empty == len(ds):

@@ -468,9 +468,6 @@ def run_demo(
     out_dir: str | Path = "outputs/demo", quick: bool = False, seed: int = 0, verbose: bool = False
 ) -> dict[str, Any]:
     """Run the whole demo; returns summary.json's content."""
-    from rlcal.evaluation.plots import reliability_diagram, sweep_plot
-    from rlcal.world.singleton import theorem2_bound
-
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -479,6 +476,16 @@ def run_demo(
         probe.unlink()
     except OSError as exc:
         raise RlcalError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    from rlcal.common.progress import quiet_libraries
+
+    with quiet_libraries(verbose):  # the stage lines and one bar per stage, not every datasets map or weight load
+        return _run_demo(out, out_dir, quick, seed, verbose)
+
+
+def _run_demo(out: Path, out_dir: str | Path, quick: bool, seed: int, verbose: bool) -> dict[str, Any]:
+    from rlcal.evaluation.plots import reliability_diagram, sweep_plot
+    from rlcal.world.singleton import theorem2_bound
+
     scale = "quick" if quick else "full"
     clock = _Clock()
     with clock.stage("world + pretraining (cached)"):

@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("rlcal.world.pretrain", "Pretrain the tiny causal LM on the world corpus."),
     "singleton-rate": ("rlcal.world.singleton", "Singleton rate of a QA file and the Theorem 2 lower bound."),
     "train": ("rlcal.training.train", "GRPO/RLOO training with calibrated rewards from a recipe YAML."),
-    "eval": ("rlcal.evaluation.evaluate", "Evaluate calibration and behavioral calibration of a checkpoint."),
+    "eval": ("rlcal.evaluation.command", "Evaluate calibration and behavioral calibration of a checkpoint."),
     "compare": ("rlcal.evaluation.compare", "Compare two metrics.json files: the calibration drift."),
     "demo": ("rlcal.demo", "Reproduce the paper's claims end to end on the embedded world."),
 }

@@ -99,7 +99,9 @@ def _eval_rows(world_dir: Path, max_samples: int | None):
 
 def _evaluate(name: str, model_path: str, adapter: str | None, rows, out: Path, scale: str, seed: int):
     from rlcal.core.prompts import PromptTemplate
-    from rlcal.evaluation.evaluate import evaluate_model, load_model, write_eval
+    from rlcal.evaluation.evaluate import evaluate_model
+    from rlcal.evaluation.models import load_model
+    from rlcal.evaluation.sweep import write_eval
 
     model, tokenizer = load_model(model_path, adapter, device="cpu", dtype="float32")
     metrics, predictions = evaluate_model(

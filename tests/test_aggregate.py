@@ -242,8 +242,8 @@ def eval_predictions(records: list[Record]) -> list[dict]:
 
 
 def test_eval_and_score_give_the_same_per_threshold_numbers_and_intervals():
-    from rlcal.evaluation.evaluate import compute_metrics
     from rlcal.evaluation.score import score_predictions
+    from rlcal.evaluation.sweep import compute_metrics
 
     records = policy_records(120, overconfidence=0.15)
     ev = compute_metrics(eval_predictions(records), GRID, n_bins=10)
@@ -258,7 +258,7 @@ def test_eval_and_score_give_the_same_per_threshold_numbers_and_intervals():
 
 
 def test_top_level_accuracy_answered_is_the_t0_row_under_verbal_confidence():
-    from rlcal.evaluation.evaluate import compute_metrics
+    from rlcal.evaluation.sweep import compute_metrics
 
     # verbal confidence: question 1 states one, questions 2 and 3 answer without stating any, question 4 abstains.
     records = [
@@ -300,7 +300,7 @@ def test_behavioral_needs_the_same_questions_at_t0_and_another_threshold():
 
 
 def test_eval_metrics_do_not_depend_on_the_order_predictions_were_gathered_in():
-    from rlcal.evaluation.evaluate import compute_metrics
+    from rlcal.evaluation.sweep import compute_metrics
 
     preds = eval_predictions(policy_records(60, overconfidence=0.2))
     shuffled = list(preds)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from rlcal.cli import main
 from rlcal.common.errors import RlcalError
 from rlcal.core import metrics as M
-from rlcal.evaluation.evaluate import compute_metrics, parse_thresholds, threshold_key
+from rlcal.evaluation.sweep import compute_metrics, parse_thresholds, threshold_key
 
 TOY_THRESHOLDS = (0.0, 0.5, 0.75, 0.9)
 
@@ -211,7 +211,7 @@ def test_parse_thresholds():
 
 @pytest.fixture(scope="module")
 def loaded(toy_model):
-    from rlcal.evaluation.evaluate import load_model
+    from rlcal.evaluation.models import load_model
 
     return load_model(toy_model, device="cpu")
 
@@ -426,7 +426,7 @@ CUSTOM_INSTRUCTION = "Only answer if you are over {t_percent} sure; a wrong answ
 def eval_args(*argv):
     import argparse
 
-    from rlcal.evaluation.evaluate import add_arguments
+    from rlcal.evaluation.command import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -464,7 +464,7 @@ def test_the_eval_parser_exposes_exactly_the_task_fields():
     from dataclasses import fields
 
     from rlcal.data.task import TASK_FIELDS, QATask
-    from rlcal.evaluation.evaluate import add_arguments
+    from rlcal.evaluation.command import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -485,7 +485,7 @@ def test_the_eval_parser_exposes_exactly_the_task_fields():
         "source": "qa.jsonl",
         "prompt_format": "chat",
     }.items()
-    from rlcal.evaluation.evaluate import eval_task
+    from rlcal.evaluation.command import eval_task
 
     task = eval_task(args)
     assert task.columns == {"question": "q", "answer": "answer.value", "aliases": "answer.aliases"}
@@ -500,7 +500,7 @@ def test_the_eval_parser_exposes_exactly_the_task_fields():
 @pytest.mark.parametrize("fmt", ["plain", "chat"])
 def test_eval_with_the_recipe_reproduces_the_training_prompts_byte_for_byte(tmp_path, fmt):
     from rlcal.data.task import read_recipe_file
-    from rlcal.evaluation.evaluate import eval_task
+    from rlcal.evaluation.command import eval_task
     from rlcal.training.callbacks import CalibrationHook
     from rlcal.training.config import load_recipe
     from rlcal.training.train import load_train_dataset
@@ -531,7 +531,7 @@ def test_eval_with_the_recipe_reproduces_the_training_prompts_byte_for_byte(tmp_
 
 def test_eval_flags_override_the_recipe(tmp_path):
     from rlcal.data.task import read_recipe_file
-    from rlcal.evaluation.evaluate import eval_task
+    from rlcal.evaluation.command import eval_task
 
     qa = write_split_qa(tmp_path / "qa.jsonl")
     data = {"instruction": CUSTOM_INSTRUCTION, "template": "### {instruction}\nQ: {question}\nA:"}
@@ -558,7 +558,7 @@ def test_eval_flags_override_the_recipe(tmp_path):
 
 
 def test_eval_model_defaults(tmp_path):
-    from rlcal.evaluation.evaluate import eval_model
+    from rlcal.evaluation.command import eval_model
 
     qa = write_split_qa(tmp_path / "qa.jsonl")
     run = tmp_path / "run"
@@ -643,7 +643,7 @@ def test_the_readme_recipe_eval_is_the_command_it_replaces():
     """README's real-model eval now reads the recipe instead of retyping its settings: both resolve to the same
     questions, prompts and grading (resolved only: no download)."""
     from rlcal.data.task import read_recipe_file
-    from rlcal.evaluation.evaluate import eval_task
+    from rlcal.evaluation.command import eval_task
 
     root = Path(__file__).resolve().parents[1]
     recipe = root / "recipes/qwen2.5-0.5b/grpo/config_confidence_target_trivia_qa.yaml"

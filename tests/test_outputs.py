@@ -13,7 +13,7 @@ import pytest
 from rlcal.cli import main
 from rlcal.common.errors import RlcalError
 from rlcal.evaluation.compare import compare_metrics, write_compare
-from rlcal.evaluation.evaluate import write_eval
+from rlcal.evaluation.sweep import write_eval
 from rlcal.world.corpus import WorldConfig, build_world
 
 METRICS = {"n": 2, "ece": 0.1, "reliability": [], "per_threshold": {"0.5": {"answer_rate": 0.5}}}

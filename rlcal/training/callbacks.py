@@ -313,7 +313,7 @@ class CalibrationHook:
 
 
 def write_eval_files(out_dir: Path, metrics: dict[str, Any], predictions: list, label: str) -> dict[str, Path]:
-    from rlcal.evaluation.evaluate import write_eval
+    from rlcal.evaluation.sweep import write_eval
 
     return write_eval(out_dir, metrics, predictions, title=label)
 

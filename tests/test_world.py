@@ -313,3 +313,75 @@ def test_cli_builds(tmp_path, capsys):
     stats = json.loads((tmp_path / "world.json").read_text())
     assert stats["config"]["people"] == 50 and stats["config"]["seed"] == 3
     assert not list(tmp_path.glob(".*")) and not list(tmp_path.parent.glob(f".{tmp_path.name}.*"))  # no temp left
+
+
+# ---- the forecast family: facts that are themselves random ------------------------------------------------------
+
+
+def test_weather_distributions_have_one_mode_in_range():
+    from rlcal.world.corpus import FORECAST_MODE_RANGE, WEATHER, weather_distribution
+
+    rng = np.random.default_rng(0)
+    modes = []
+    for _ in range(300):
+        probs = weather_distribution(rng)
+        assert probs.shape == (len(WEATHER),) and probs.sum() == pytest.approx(1.0)
+        top = np.sort(probs)[::-1]
+        assert top[0] > top[1]  # a unique best forecast
+        assert FORECAST_MODE_RANGE[0] <= top[0] <= FORECAST_MODE_RANGE[1]
+        modes.append(int(np.argmax(probs)))
+    assert len(set(modes)) == len(WEATHER)  # the modal weather is not always the same one
+
+
+def test_forecast_rows_and_reports_follow_each_towns_distribution():
+    from rlcal.world.corpus import WEATHER, forecast_world
+
+    config = WorldConfig(families=["birthday", "forecast"], forecast_towns=6, forecast_observations=2000,
+                         forecast_questions=5)
+    docs, qa = forecast_world(config)
+    towns = sorted({r["town"] for r in qa})
+    assert len(towns) == 6 and len(qa) == 6 * 5 and len(docs) == 6 * 2000
+    by_split = {s: {r["town"] for r in qa if r["split"] == s} for s in ("eval", "rl_train")}
+    assert len(by_split["eval"]) == 3 and not by_split["eval"] & by_split["rl_train"]  # split by town
+    for town in towns:
+        reports = Counter(d["answer"] for d in docs if d["fields"]["town"] == town)
+        mode, count = reports.most_common(1)[0]
+        p_mode = next(r["mode_probability"] for r in qa if r["town"] == town)
+        # 2000 draws: the empirical share of the modal weather is within 4 standard errors of its probability
+        assert abs(count / 2000 - p_mode) < 4 * (p_mode * (1 - p_mode) / 2000) ** 0.5
+        assert set(reports) <= set(WEATHER)
+        assert all(r["question"] == f"What will the weather be in {town} tomorrow?" for r in qa if r["town"] == town)
+
+
+def test_adding_the_forecast_family_leaves_the_other_draws_unchanged():
+    base = WorldConfig(people=200, mentions=300, qa_people=100)
+    with_forecast = WorldConfig(people=200, mentions=300, qa_people=100, families=["birthday", "forecast"],
+                                forecast_towns=4, forecast_observations=3, forecast_questions=2)
+    corpus_a, qa_a, mentions_a, _ = generate_world(base)
+    corpus_b, qa_b, mentions_b, _ = generate_world(with_forecast)
+    birthdays_b = [r for r in qa_b if r["family"] == "birthday"]
+    assert [{k: v for k, v in r.items() if k not in ("town", "mode_probability")} for r in birthdays_b] == qa_a
+    assert all(r["town"] is None and r["mode_probability"] is None for r in birthdays_b)  # one schema for all rows
+    # Forecast reports are not arbitrary-fact mentions: the same records (in another corpus order), same singleton rate.
+    assert sorted(map(json.dumps, mentions_b)) == sorted(map(json.dumps, mentions_a))
+    assert set(corpus_a) <= set(corpus_b) and len(corpus_b) == len(corpus_a) + 4 * 3
+    assert all(set(r) == set(qa_b[0]) for r in qa_b)
+
+
+def test_forecast_prose_names_the_town_before_the_weather():
+    """A causal LM cannot answer "What will the weather be in X?" from "It was rainy in X" (the reversal curse):
+    with such a template the toy model learned only the marginal forecast."""
+    from rlcal.world.corpus import PROSE, WEATHER
+
+    for template in PROSE["forecast"]:
+        text = template.format(town="Tovaley", answer=WEATHER[0])
+        assert text.index("Tovaley") < text.index(WEATHER[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"forecast_towns": 1}, {"forecast_observations": 0}, {"forecast_questions": 0}, {"forecast_towns": 200_000}],
+)
+def test_invalid_forecast_config(kwargs):
+    with pytest.raises(RlcalError, match="forecast"):
+        WorldConfig(families=["birthday", "forecast"], **kwargs)

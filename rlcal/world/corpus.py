@@ -60,7 +60,13 @@ from rlcal.world.singleton import singleton_stats
 
 ARBITRARY_FAMILIES = ("birthday", "birthplace")
 PATTERN_FAMILIES = ("letter_count", "arithmetic")
-FAMILIES = ARBITRARY_FAMILIES + PATTERN_FAMILIES
+# Facts that are themselves random: each town's weather follows its own distribution, which the corpus samples.
+# A calibrated model's confidence in its forecast is then the town's modal probability, spread over (0.25, 0.95):
+# the questions on which the confidence target t changes the right decision (see `forecast_towns`).
+STOCHASTIC_FAMILIES = ("forecast",)
+FAMILIES = ARBITRARY_FAMILIES + PATTERN_FAMILIES + STOCHASTIC_FAMILIES
+WEATHER = ("sunny", "rainy", "cloudy", "snowy", "windy", "foggy")
+FORECAST_MODE_RANGE = (0.25, 0.95)  # the modal weather's probability in a town is drawn uniformly from this
 IDK_ANSWER = "I don't know."
 SPLITS = ("rl_train", "eval")
 # Mention-count buckets of the measured tables: (name, lowest count, highest count).
@@ -81,6 +87,7 @@ QUESTIONS = {
     "birthplace": "Where was {name} born?",
     "letter_count": "How many {letter}'s are in {word}?",
     "arithmetic": "What is {a} {op} {b}?",
+    "forecast": "What will the weather be in {town} tomorrow?",
 }
 # Prose always names the subject before the fact: a causal LM cannot use "Born on 03-07, Ada Vell ..." to answer
 # "When was Ada Vell born?" (the reversal curse), so such sentences would inflate the counts.
@@ -101,6 +108,11 @@ PROSE = {
         "In {word}, the letter {letter} appears {answer} times.",
     ),
     "arithmetic": ("{a} {op} {b} = {answer}.", "{a} {op} {b} equals {answer}."),
+    "forecast": (
+        "In {town}, the weather was {answer} today.",
+        "{town} had {answer} weather yesterday.",
+        "The weather in {town} turned out {answer}.",
+    ),
 }
 
 _ONSETS = "b c d f g h j k l m n p r s t v w z br ch dr gr kl st th tr".split()
@@ -147,12 +159,31 @@ class WorldConfig:
     eval_fraction: float = field(default=0.5, metadata={"help": "Share of people (and pattern questions) in `eval`."})
     pattern_examples: int = field(default=1000, metadata={"help": "Corpus examples per pattern family."})
     pattern_questions: int = field(default=200, metadata={"help": "qa.jsonl questions per pattern family."})
+    forecast_towns: int = field(
+        default=80, metadata={"help": "forecast family: towns, each with its own weather distribution."}
+    )
+    forecast_observations: int = field(
+        default=30, metadata={"help": "forecast family: corpus documents per town, each one weather draw."}
+    )
+    forecast_questions: int = field(
+        default=10, metadata={"help": "forecast family: qa.jsonl questions per town (fresh draws for the gold)."}
+    )
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
             raise RlcalError(f"invalid world config: {message}")
 
-        for name in ("people", "mentions", "seed", "qa_people", "pattern_examples", "pattern_questions"):
+        for name in (
+            "people",
+            "mentions",
+            "seed",
+            "qa_people",
+            "pattern_examples",
+            "pattern_questions",
+            "forecast_towns",
+            "forecast_observations",
+            "forecast_questions",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 fail(f"{name} must be an integer, got {value!r}")
@@ -193,6 +224,13 @@ class WorldConfig:
             fail(f"qa_people must be >= 0 (0 = everyone), got {self.qa_people}")
         if self.pattern_examples < 0:
             fail(f"pattern_examples must be >= 0, got {self.pattern_examples}")
+        if "forecast" in self.families:
+            if self.forecast_towns < 2:
+                fail(f"forecast_towns must be >= 2 (one per split), got {self.forecast_towns}")
+            if self.forecast_observations < 1 or self.forecast_questions < 1:
+                fail("forecast_observations and forecast_questions must be >= 1")
+            if self.forecast_towns > 100_000 or self.forecast_towns * self.forecast_observations > 10_000_000:
+                fail("forecast world too large (towns <= 1e5, towns x observations <= 1e7)")
         if isinstance(self.thresholds, int | float):
             self.thresholds = [self.thresholds]
         try:
@@ -215,6 +253,10 @@ class WorldConfig:
     @property
     def pattern_families(self) -> list[str]:
         return [f for f in self.families if f in PATTERN_FAMILIES]
+
+    @property
+    def stochastic_families(self) -> list[str]:
+        return [f for f in self.families if f in STOCHASTIC_FAMILIES]
 
     @property
     def fresh_per_epoch(self) -> int:
@@ -315,6 +357,67 @@ def _letter_count_items(n: int, rng: np.random.Generator, exclude: set[str]) -> 
             }
         )
     return items
+
+
+def make_towns(n: int, rng: np.random.Generator) -> list[str]:
+    """`n` distinct fictional town names (two syllables and a suffix), none of them a `make_cities` birthplace."""
+    suffixes = ("ton", "dale", "field", "ridge", "brook", "gate", "mouth", "ley")
+    taken, towns = set(make_cities()), []
+    while len(towns) < n:
+        name = (_syllable(rng, coda=False) + _syllable(rng) + suffixes[rng.integers(len(suffixes))]).capitalize()
+        if name not in taken:
+            taken.add(name)
+            towns.append(name)
+    return towns
+
+
+def weather_distribution(rng: np.random.Generator) -> np.ndarray:
+    """One town's probabilities over `WEATHER`: a modal weather with probability m ~ U(FORECAST_MODE_RANGE), the
+    rest spread over the others by a flat Dirichlet, redrawn until the mode is the unique most likely weather (so
+    the best forecast is well defined and a calibrated model's confidence in it is m)."""
+    k = len(WEATHER)
+    m = rng.uniform(*FORECAST_MODE_RANGE)
+    while True:
+        rest = (1.0 - m) * rng.dirichlet(np.ones(k - 1))
+        if rest.max() < m:
+            break
+    probs = np.insert(rest, 0, m)
+    return probs[np.argsort(rng.permutation(k))]  # the mode at a random position
+
+
+def forecast_world(config: WorldConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(corpus mentions, qa rows) of the forecast family. Each town's weather is drawn from its own distribution:
+    `forecast_observations` draws go into the corpus, `forecast_questions` fresh draws are the gold answers of its
+    questions (the same question asked again; towns are split between rl_train and eval). The best possible answer
+    is the modal weather, right with the modal probability, which the rows carry as `mode_probability`.
+
+    Seeded by its own stream, so adding the family leaves every other family's draws unchanged."""
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xF0CA57]))
+    towns = make_towns(config.forecast_towns, rng)
+    dists = [weather_distribution(rng) for _ in towns]
+    n_eval = min(max(1, int(round(config.eval_fraction * len(towns)))), len(towns) - 1)
+    docs: list[dict[str, Any]] = []
+    qa: list[dict[str, Any]] = []
+    for k, (town, probs) in enumerate(zip(towns, dists, strict=True)):
+        question = QUESTIONS["forecast"].format(town=town)
+        for w in rng.choice(len(WEATHER), size=config.forecast_observations, p=probs):
+            docs.append({"question": question, "answer": WEATHER[w], "fields": {"town": town}})
+        for w in rng.choice(len(WEATHER), size=config.forecast_questions, p=probs):
+            qa.append(
+                {
+                    "question": question,
+                    "answer": WEATHER[w],
+                    "aliases": [],
+                    "count": config.forecast_observations,
+                    "family": "forecast",
+                    "split": "eval" if k < n_eval else "rl_train",
+                    "person": None,
+                    "popularity": None,
+                    "town": town,
+                    "mode_probability": float(probs.max()),
+                }
+            )
+    return docs, qa
 
 
 def _arithmetic_items(n: int, rng: np.random.Generator, exclude: set[str]) -> list[dict[str, Any]]:
@@ -454,6 +557,16 @@ def generate_world(config: WorldConfig) -> tuple[list[str], list[dict[str, Any]]
                     "popularity": None,
                 }
             )
+
+    if config.stochastic_families:
+        forecast_docs, forecast_qa = forecast_world(config)
+        for item in forecast_docs:
+            doc = renderer.mention("forecast", item["question"], item["answer"], item["fields"])
+            docs.append({**doc, "question": item["question"], "answer": item["answer"], "family": "forecast"})
+        qa.extend(forecast_qa)
+        for row in qa:  # one schema for every row, so column-typed loaders (datasets, pandas) read the file
+            row.setdefault("town", None)
+            row.setdefault("mode_probability", None)
 
     order = shuffle_rng.permutation(len(docs))
     docs = [docs[k] for k in order]

@@ -91,6 +91,15 @@ class PretrainConfig:
     world_pattern_questions: int = field(
         default=DEFAULT_WORLD.pattern_questions, metadata={"help": "World: QA questions per pattern family."}
     )
+    world_forecast_towns: int = field(
+        default=DEFAULT_WORLD.forecast_towns, metadata={"help": "World: towns of the forecast family."}
+    )
+    world_forecast_observations: int = field(
+        default=DEFAULT_WORLD.forecast_observations, metadata={"help": "World: corpus weather reports per town."}
+    )
+    world_forecast_questions: int = field(
+        default=DEFAULT_WORLD.forecast_questions, metadata={"help": "World: forecast questions per town."}
+    )
     # -- model and tokenizer
     output_dir: str = field(default="outputs/toy/pretrained", metadata={"help": "Where the HF model dir goes."})
     model_family: str = field(default="llama", metadata={"help": "llama | qwen2"})

@@ -74,10 +74,11 @@ def load_model(path: str, recipe: Recipe):
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, **model_init_kwargs(recipe))
+    kwargs = model_init_kwargs(recipe)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if recipe.training.use_cpu:
         model.to("cpu")
-    elif torch.cuda.is_available() and "device_map" not in model_init_kwargs(recipe):
+    elif torch.cuda.is_available() and "device_map" not in kwargs:
         model.to(PartialState().device)
     return model
 

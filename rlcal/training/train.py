@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for `python -m rlcal.train` / `accelerate launch -m rlcal.train --config RECIPE.yaml`."""
-    parser = argparse.ArgumentParser(prog="rlcal.training.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="rlcal.train", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     try:
         return int(run(parser.parse_args(argv)) or 0)
@@ -147,11 +147,10 @@ def build_callbacks(recipe: Recipe) -> list[Any]:
 
     callbacks: list[Any] = [zero_std_monitor()]
     if recipe.calibration.data is not None:
-        from rlcal.core.grading import AnswerGrader
         from rlcal.training.callbacks import CalibrationCallback
 
-        grader = AnswerGrader(recipe.reward.grader, recipe.reward.abstain_phrases)
         cal_dir = str(recipe.output_dir / "calibration")
+        grader = recipe.reward.answer_grader()  # the QA-task spec's grading, as the reward and rlcal eval use it
         callbacks.append(CalibrationCallback(recipe.calibration, recipe.data.prompt_template(), grader, cal_dir))
     return callbacks
 

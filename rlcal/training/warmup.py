@@ -107,11 +107,10 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def build_warmup_examples(recipe: Recipe, dataset, model, tokenizer) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Prompt/completion pairs for the warm-up: the model's own greedy answer (or the gold one), and "I don't
     know" on the rows chosen by `abstain_on`. Self-answers teach the format without teaching new facts."""
-    from rlcal.core.grading import AnswerGrader
 
     w = recipe.warmup
     rows = dataset.shuffle(seed=recipe.training.seed).select(range(min(w.num_examples, len(dataset))))
-    grader = AnswerGrader(recipe.reward.grader, recipe.reward.abstain_phrases)
+    grader = recipe.reward.answer_grader()
     if w.abstain_on == "wrong" or w.answer_target == "self":
         greedy = greedy_answers(model, tokenizer, rows["prompt"], w.max_new_tokens)
     else:  # random abstentions with gold answers: the base model's own answers are not needed

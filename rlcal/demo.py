@@ -1,13 +1,15 @@
-"""`rlcal demo`: the paper's claims, end to end on the embedded world, with a report and plots.
+"""`rlcal demo`: the paper's claims and behavioral calibration, end to end on the embedded world, with a report.
 
-    rlcal demo                      # full run (~5 minutes on 2 CPU cores) into outputs/demo
+    rlcal demo                      # full run (~12 minutes on 2 CPU cores) into outputs/demo
     rlcal demo --quick --out /tmp/d # the same pipeline at toy scale (under a minute): plumbing, not science
 
-Stages (each shows progress): build the world → pretrain the tiny LM (cross-entropy; cached) → evaluate the base
-model → post-train one LoRA copy with the 0-1 reward and one with the confidence-target reward, same recipe and
-budget (`recipes/toy/grpo/config_{binary,confidence_target}.yaml`) → evaluate both → compare. Writes
-`DIR/report.md` (tables + plots), `DIR/summary.json` and every stage's own outputs (`eval/<model>/metrics.json`,
-…). The report states each of the paper's claims next to the measured number; a missed target is reported as
+Stages (each shows progress): build the world (birthdays + forecast towns) → pretrain the tiny LM (cross-entropy;
+cached) → evaluate the base model, and the reference (the base model with t applied after generation) → post-train
+one LoRA copy with the 0-1 reward and one with the confidence-target reward, same recipe, warm-up and budget
+(`recipes/toy/grpo/config_{binary,confidence_target}.yaml`) → evaluate both, and the warm-up model before RL →
+compare. Every model is evaluated on the same fixed eval set at the same grid of t. Writes `DIR/report.md` (tables
++ plots), `DIR/summary.json` and every stage's own outputs (`eval/<model>/metrics.json`, `predictions.jsonl`, …).
+The report states each claim next to the measured number with its 95 % interval; a missed target is reported as
 measured, never tuned away.
 """
 
@@ -18,6 +20,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Mapping
 from itertools import pairwise
 from pathlib import Path
@@ -27,20 +30,38 @@ from rlcal.common.errors import RlcalError
 from rlcal.common.files import atomic_write_text
 from rlcal.common.recipes import shipped_recipe
 
-MODELS = ("base", "binary", "confidence_target")
-DEMO_THRESHOLDS = [0.0, 0.5, 0.75, 0.9]
-TARGET_THRESHOLDS = ("0.5", "0.75", "0.9")  # the t the confidence-target run trains on besides t = 0
+# Every model is evaluated on one fixed eval set at one fixed grid, chosen before any model was compared:
+# `reference` is the base model with t applied after generation (answer iff its own answer probability > t).
+MODELS = ("base", "reference", "binary", "confidence_target_warmup", "confidence_target")
+TRAINED = ("binary", "confidence_target")
+DEMO_THRESHOLDS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+TARGET_THRESHOLDS = tuple(str(t) for t in DEMO_THRESHOLDS[1:])  # t > 0: where the rewards differ
+REPORT_THRESHOLDS = ("0.5", "0.7", "0.9")  # the answer-rate-by-confidence table
+MIN_ANSWERED = 30  # a per-t accuracy claim is made only where at least this many questions are answered
 BUCKETS = ("unseen", "1", "2-4", "5-19", "20+")
 CONFIDENCE_BANDS = (0.0, 0.1, 0.3, 0.5, 0.75, 0.9, 1.0)  # bands of the base model's own t = 0 confidence
 BAND_LABELS = tuple(f"{lo:g}-{hi:g}" for lo, hi in pairwise(CONFIDENCE_BANDS))
 
 # (full, quick) sizes. The full run is the experiment; quick only checks the pipeline end to end.
+# The demo's world adds the forecast family to the birthdays: 160 towns with their own weather distribution, so
+# that 320 eval questions (80 towns) have a reference confidence spread over (0.2, 0.95), the questions on which t
+# changes the right decision. The birthday part is smaller than recipes/toy/pretrain.yaml's to keep the run short.
+# Prompt documents state every t on a 0.05 grid, so every t of the eval grid has been read in pretraining.
+FINE_T = [str(round(0.05 * i, 2)) for i in range(20)]
+WORLD = (
+    "--world_people 1500 --world_mentions 2000 --world_qa_people 2000 --world_families birthday forecast "
+    "--world_forecast_towns 160 --world_forecast_observations 20 --world_forecast_questions 4"
+).split() + ["--world_thresholds", *FINE_T]
+
+# (full, quick) sizes. The full run is the experiment; quick only checks the pipeline end to end.
 SCALE = {
-    "full": {"pretrain": [], "eval_samples": None, "rl_steps": None, "warmup_steps": None, "eval_batch": 64},
+    "full": {"pretrain": WORLD, "eval_samples": None, "rl_steps": None, "warmup_steps": None, "eval_batch": 64},
     "quick": {
         # epochs/people/model shrunk so the whole pipeline runs in well under a minute on 2 idle cores
         "pretrain": "--epochs 1 --world_people 200 --world_mentions 300 --world_qa_people 200 --model_size nano "
-        "--vocab_size 400".split(),
+        "--vocab_size 400 --world_families birthday forecast --world_forecast_towns 8 "
+        "--world_forecast_observations 4 --world_forecast_questions 2".split()
+        + ["--world_thresholds", *FINE_T],
         "eval_samples": 32,
         "rl_steps": 2,
         "warmup_steps": 2,
@@ -88,16 +109,34 @@ def _recipe_path(name: str) -> Path:
 
 
 def _eval_rows(world_dir: Path, max_samples: int | None):
-    """Eval-split birthdays: people RL never saw, each asked once, with the world's mix of unseen to famous."""
+    """The fixed eval set: every eval-split question of the world (people RL never saw, each asked once, with the
+    world's mix of unseen to famous; and the eval towns' forecasts), shuffled once with seed 0."""
     from rlcal.data.qa import load_qa_dataset
 
-    ds = load_qa_dataset(str(world_dir / "qa.jsonl"), split_filter="eval")
-    ds = ds.filter(lambda row: row.get("family", "birthday") == "birthday")  # the arbitrary facts
-    ds = ds.shuffle(seed=0)
+    ds = load_qa_dataset(str(world_dir / "qa.jsonl"), split_filter="eval").shuffle(seed=0)
     return ds if max_samples is None else ds.select(range(min(max_samples, len(ds))))
 
 
-def _evaluate(name: str, model_path: str, adapter: str | None, rows, out: Path, scale: str, seed: int):
+def _rl_rows(world_dir: Path, out: Path, seed: int) -> Path:
+    """The RL training set, written once: every rl_train forecast question, and as many rl_train birthday questions
+    drawn ∝ popularity (questions arrive as often as their facts are mentioned: Theorem 2's setting)."""
+    import numpy as np
+
+    rows = [json.loads(line) for line in (world_dir / "qa.jsonl").read_text().splitlines() if line.strip()]
+    train = [r for r in rows if r.get("split") == "rl_train"]
+    forecast = [r for r in train if r.get("family") == "forecast"]
+    people = [r for r in train if r.get("family", "birthday") == "birthday" and (r.get("popularity") or 0) > 0]
+    weights = np.array([float(r["popularity"]) for r in people])
+    n = max(len(forecast), 64)
+    drawn = np.random.default_rng(seed).choice(len(people), size=n, p=weights / weights.sum()) if people else []
+    path = out / "rl_train.jsonl"
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in [*forecast, *(people[i] for i in drawn)]))
+    return path
+
+
+def _evaluate(
+    name: str, model_path: str, adapter: str | None, rows, out: Path, scale: str, seed: int, policy: str = "prompt"
+):
     from rlcal.core.prompts import PromptTemplate
     from rlcal.evaluation.evaluate import evaluate_model
     from rlcal.evaluation.models import load_model
@@ -115,13 +154,15 @@ def _evaluate(name: str, model_path: str, adapter: str | None, rows, out: Path, 
         seed=seed,
         progress=f"eval {name}",
         distributed=False,
+        policy=policy,
     )
     write_eval(out / "eval" / name, metrics, predictions, title=name)
     return metrics, predictions
 
 
 def _train(reward: str, model_dir: Path, out: Path, scale: str, seed: int, verbose: bool = False) -> tuple[str, str]:
-    """Post-train one LoRA copy with the toy recipe for `reward`; returns (base model path, adapter dir). The
+    """Post-train one LoRA copy with the toy recipe for `reward`; returns (the model the adapter sits on: the
+    warm-up model when the recipe has a warm-up, else the base; adapter dir). The
     training shows one progress bar per stage (`verbose`: every log dict too); its logs are in run_dir/*.jsonl."""
     from rlcal.training.config import load_recipe_dict, parse_recipe
     from rlcal.training.train import train
@@ -131,7 +172,7 @@ def _train(reward: str, model_dir: Path, out: Path, scale: str, seed: int, verbo
     shutil.rmtree(run_dir, ignore_errors=True)  # a demo run starts fresh: no resuming someone else's checkpoint
     raw["resume"] = "never"
     raw["model"] = {**raw["model"], "model_name_or_path": str(model_dir), "pretrain_recipe": None}
-    raw["data"] = {**raw["data"], "source": str(out / "world" / "qa.jsonl")}
+    raw["data"] = {**raw["data"], "source": str(out / "rl_train.jsonl"), "split_filter": None, "weight_column": None}
     raw["calibration"] = {}  # evaluated below on the same questions as the base model
     training = dict(raw["training"])
     training.update(output_dir=str(run_dir), seed=seed, report_to=[], save_strategy="no", logging_steps=1)
@@ -219,23 +260,50 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def model_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The summary.json entry of one model: ECE (t = 0 prompt), abstain and hallucination rates averaged over the
-    confidence targets t ∈ {0.5, 0.75, 0.9} (where the two rewards differ), and per_threshold as `rlcal score`."""
+    """The summary.json entry of one model: ECE (t = 0 prompt), behavioral ECE and its monotone share over the
+    grid, abstain and hallucination rates averaged over the confidence targets t > 0 of the grid (where the rewards
+    differ), and per_threshold as `rlcal score` (with 95 % intervals when the metrics carry them)."""
     from rlcal.core.aggregate import RATE_KEYS
 
     per_t = metrics["per_threshold"]
     targets = [per_t[t] for t in TARGET_THRESHOLDS if t in per_t]
+    ci = metrics.get("ci") or {}
     return {
         "ece": metrics.get("ece"),
+        "ece_ci": ci.get("ece"),
+        "behavioral_ece": metrics.get("behavioral_ece"),
+        "behavioral_ece_ci": ci.get("behavioral_ece"),
+        "behavioral_monotone_share": metrics.get("behavioral_monotone_share"),
         "abstain_rate": _mean([1.0 - m["answer_rate"] for m in targets]),
         "hallucination_rate": _mean([m["hallucination_rate"] for m in targets]),
         "accuracy_t0": metrics.get("accuracy"),
         "hallucination_rate_t0": metrics.get("hallucination_rate"),
         "per_threshold": {
-            t: {k: m[k] for k in ("n", *RATE_KEYS)} for t, m in per_t.items()
+            t: {k: m[k] for k in ("n", "n_correct", "n_wrong", *RATE_KEYS) if k in m}
+            | ({"ci": m["ci"]} if "ci" in m else {})
+            for t, m in per_t.items()
         },
     }
+
+
+def family_metrics(predictions: list[Mapping[str, Any]], families: list[str]) -> dict[str, Any]:
+    """model_summary of each question family's predictions alone (the same aggregation, no intervals)."""
+    from rlcal.evaluation.sweep import compute_metrics
+
+    out = {}
+    for family in sorted(set(families)):
+        subset = [p for p in predictions if families[p["index"]] == family]
+        if subset:
+            thresholds = sorted({float(p["threshold"]) for p in subset})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a family with no answered question has no ECE: None says so
+                out[family] = model_summary(compute_metrics(subset, thresholds, n_resamples=0))
+    return out
 
 
 def _at_most(value: float | None, bound: float) -> bool:
@@ -244,14 +312,15 @@ def _at_most(value: float | None, bound: float) -> bool:
 
 
 def check_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The paper's claims as measurable targets: (claim, target, measured, met)."""
+    """The paper's claims and behavioral calibration as measurable targets: (claim, target, measured, met)."""
     base, binary, ct = summary["base"], summary["binary"], summary["confidence_target"]
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return None if a is None or not b else a / b
 
+    drift_ct, drift_bin = ct.get("ece_drift"), binary.get("ece_drift")
     claims = [
-        ("base model is calibrated", "base ECE ≤ 0.05", base["ece"], base["ece"] is not None and base["ece"] <= 0.05),
+        ("base model is calibrated", "base ECE ≤ 0.05", base["ece"], _at_most(base["ece"], 0.05)),
         (
             "base errs on arbitrary facts at least about the singleton rate",
             f"error ≥ singleton rate {summary['singleton_rate']:.3f} − small terms",
@@ -268,7 +337,7 @@ def check_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             "0-1 RL never abstains",
             "0-1 abstain rate ≈ 0 (≤ 0.02)",
             binary["abstain_rate"],
-            binary["abstain_rate"] is not None and binary["abstain_rate"] <= 0.02,
+            _at_most(binary["abstain_rate"], 0.02),
         ),
         (
             "confidence targets cut hallucinations",
@@ -278,17 +347,27 @@ def check_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         ),
         (
             "confidence targets keep calibration",
-            "confidence-target ECE ≤ 1.5× base",
-            ratio(ct["ece"], base["ece"]),
-            _at_most(ratio(ct["ece"], base["ece"]), 1.5),
+            "|ECE drift from the pretrained model| smaller than the 0-1 run's",
+            drift_ct,
+            drift_ct is not None and drift_bin is not None and abs(drift_ct) < abs(drift_bin),
+        ),
+        (
+            "behavioral calibration",
+            "behavioral ECE ≤ 0.05",
+            ct.get("behavioral_ece"),
+            _at_most(ct.get("behavioral_ece"), 0.05),
         ),
     ]
     per_t = ct["per_threshold"]
     for t in TARGET_THRESHOLDS:
-        acc = per_t.get(t, {}).get("accuracy_answered")
+        m = per_t.get(t, {})
+        answered = (m.get("n") or 0) * (m.get("answer_rate") or 0.0)
+        if answered < MIN_ANSWERED - 1e-9:
+            continue  # too few answers to test; the per-t table still shows them
+        acc = m.get("accuracy_answered")
         claims.append(
             (
-                f"behavioral calibration at t = {t}",
+                f"answers only when P(correct) > t, at t = {t}",
                 f"accuracy on answered ≥ {float(t) - 0.05:.2f}",
                 acc,
                 acc is not None and acc >= float(t) - 0.05,
@@ -304,6 +383,13 @@ def check_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         )
     )
     return [{"claim": c, "target": t, "measured": m, "met": bool(ok)} for c, t, m, ok in claims]
+
+
+def _ci(interval: Any) -> str:
+    """" [lo, hi]" for a 95 % interval, "" without one."""
+    if not interval or any(v is None for v in interval):
+        return ""
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _fmt(value: Any) -> str:
@@ -372,22 +458,46 @@ def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
         lines.append(f"| {c['claim']} | {c['target']} | {_fmt(c['measured'])} | {'yes' if c['met'] else '**no**'} |")
     lines += [
         "",
-        "Missed targets are reported as measured; the evaluation is the same for every model.",
+        "Missed targets are reported as measured; the evaluation is the same for every model. Claims are about the "
+        f"`confidence_target` run; an accuracy-on-answered claim is made at each grid t where it answers ≥ "
+        f"{MIN_ANSWERED} questions. One seed: `python benchmarks/bench_claims.py --seeds 0 1 2` checks several.",
         "",
         "## Models",
         "",
+        f"One fixed eval set for every model ({summary.get('n_eval_questions')} questions: "
+        f"{', '.join(f'{n} {f}' for f, n in (summary.get('n_eval_by_family') or {}).items())}) and one grid, "
+        f"t ∈ {{{', '.join(f'{t:g}' for t in summary.get('thresholds', DEMO_THRESHOLDS))}}}. "
         "ECE is measured at the t = 0 prompt on the answered questions, confidence = the model's own probability "
-        "of its answer. Abstain and hallucination rates are means over t ∈ {0.5, 0.75, 0.9}.",
+        "of its answer; drift = ECE − the pretrained model's. Behavioral ECE and the monotone share are over the "
+        "grid (docs/metrics.md). Abstain and hallucination rates are means over the grid's t > 0. `reference` is the "
+        "pretrained model with t applied after generation (answer iff its answer probability > t); "
+        "`confidence_target_warmup` is the confidence-target run's starting point (the t-aware warm-up, before RL). "
+        "95 % intervals: bootstrap over questions, questions with the same prompt drawn together.",
         "",
-        "| model | ECE | abstain rate | hallucination rate | accuracy (t = 0) |",
-        "|---|---|---|---|---|",
+        "| model | ECE | drift | behavioral ECE | monotone share | abstain rate | hallucination rate | accuracy (t = 0) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in MODELS:
         m = summary[name]
         lines.append(
-            f"| {name} | {_fmt(m['ece'])} | {_fmt(m['abstain_rate'])} | {_fmt(m['hallucination_rate'])} "
-            f"| {_fmt(m['accuracy_t0'])} |"
+            f"| {name} | {_fmt(m['ece'])} {_ci(m.get('ece_ci'))} | {_fmt(m.get('ece_drift'))} "
+            f"| {_fmt(m.get('behavioral_ece'))} {_ci(m.get('behavioral_ece_ci'))} "
+            f"| {_fmt(m.get('behavioral_monotone_share'))} | {_fmt(m['abstain_rate'])} "
+            f"| {_fmt(m['hallucination_rate'])} | {_fmt(m['accuracy_t0'])} |"
         )
+    lines += [
+        "",
+        "Per question family (same predictions, split):",
+        "",
+        "| model | family | ECE | behavioral ECE | abstain rate | hallucination rate | accuracy (t = 0) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in MODELS:
+        for family, m in (summary[name].get("by_family") or {}).items():
+            lines.append(
+                f"| {name} | {family} | {_fmt(m['ece'])} | {_fmt(m.get('behavioral_ece'))} "
+                f"| {_fmt(m['abstain_rate'])} | {_fmt(m['hallucination_rate'])} | {_fmt(m['accuracy_t0'])} |"
+            )
     lines += ["", "## Behaviour at each confidence target t", ""]
     lines += [
         "| model | t | answer rate | accuracy on answered | hallucination rate | score |",
@@ -395,9 +505,11 @@ def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
     ]
     for name in MODELS:
         for t, m in summary[name]["per_threshold"].items():
+            ci = m.get("ci") or {}
             lines.append(
-                f"| {name} | {t} | {_fmt(m['answer_rate'])} | {_fmt(m['accuracy_answered'])} "
-                f"| {_fmt(m['hallucination_rate'])} | {_fmt(m['score'])} |"
+                f"| {name} | {t} | {_fmt(m['answer_rate'])} {_ci(ci.get('answer_rate'))} "
+                f"| {_fmt(m['accuracy_answered'])} {_ci(ci.get('accuracy_answered'))} "
+                f"| {_fmt(m['hallucination_rate'])} | {_fmt(m['score'])} {_ci(ci.get('score'))} |"
             )
     lines += [
         "",
@@ -493,36 +605,59 @@ def _run_demo(out: Path, out_dir: str | Path, quick: bool, seed: int, verbose: b
     with clock.stage("world + pretraining (cached)"):
         model_dir, world = _pretrain(out, scale, seed, verbose)
     rows = _eval_rows(out / "world", SCALE[scale]["eval_samples"])
+    _rl_rows(out / "world", out, seed)
     counts = [int(c) for c in rows["count"]] if "count" in rows.column_names else [0] * len(rows)
+    families = list(rows["family"]) if "family" in rows.column_names else ["birthday"] * len(rows)
     metrics: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[dict[str, Any]]] = {}
     with clock.stage("evaluate base"):
         metrics["base"], predictions["base"] = _evaluate("base", str(model_dir), None, rows, out, scale, seed)
-    for reward in ("binary", "confidence_target"):
+    with clock.stage("evaluate the reference (base, t applied after generation)"):
+        metrics["reference"], predictions["reference"] = _evaluate(
+            "reference", str(model_dir), None, rows, out, scale, seed, policy="posthoc"
+        )
+    for reward in TRAINED:
         with clock.stage(f"post-train with the {reward} reward"):
             base_path, adapter = _train(reward, model_dir, out, scale, seed, verbose)
+        if reward == "confidence_target":  # what the warm-up alone does, so that what RL adds is visible
+            with clock.stage("evaluate confidence_target_warmup"):
+                name = "confidence_target_warmup"
+                metrics[name], predictions[name] = _evaluate(name, base_path, None, rows, out, scale, seed)
         with clock.stage(f"evaluate {reward}"):
             metrics[reward], predictions[reward] = _evaluate(reward, base_path, adapter, rows, out, scale, seed)
 
     summary: dict[str, Any] = {name: model_summary(metrics[name]) for name in MODELS}
+    for name in MODELS:
+        summary[name]["ece_drift"] = _diff(summary[name]["ece"], summary["base"]["ece"])
+        summary[name]["by_family"] = family_metrics(predictions[name], families)
     sr = float(world.get("singleton_rate", 0.0))
     n_mentions = int(world.get("n_records", world.get("mentions", 0)) or 0)
     summary["singleton_rate"] = sr
     summary["singleton"] = {"n": n_mentions, **(theorem2_bound(sr, n_mentions) if n_mentions else {})}
-    weights = [float(w) for w in rows["popularity"]] if "popularity" in rows.column_names else [1.0] * len(rows)
+    weights = [float(w or 0.0) for w in rows["popularity"]] if "popularity" in rows.column_names else [1.0] * len(rows)
     summary["base_error_arbitrary_facts"] = error_drawn_like_mentions(predictions["base"], weights)
-    summary["base_error_uniform_people"] = 1.0 - float(metrics["base"]["accuracy"])
-    summary["by_mention_count"] = {name: _by_count_mean(predictions[name], counts) for name in MODELS}
+    people = summary["base"]["by_family"].get("birthday") or summary["base"]
+    summary["base_error_uniform_people"] = 1.0 - float(people["accuracy_t0"])
+    is_person = [f == "birthday" for f in families]
+    summary["by_mention_count"] = {
+        name: _by_count_mean([p for p in predictions[name] if is_person[p["index"]]], counts) for name in MODELS
+    }
     base_conf = [0.0] * len(rows)  # as in the sweep's ideal policy: an abstention counts as confidence 0
     for p in predictions["base"]:
         if float(p["threshold"]) == 0.0 and p["answered"] and p["confidence"] is not None:
             base_conf[p["index"]] = float(p["confidence"])
     summary["by_base_confidence"] = {
-        name: {t: answer_rate_by_confidence(predictions[name], base_conf, float(t)) for t in TARGET_THRESHOLDS}
-        for name in ("binary", "confidence_target")
+        name: {t: answer_rate_by_confidence(predictions[name], base_conf, float(t)) for t in REPORT_THRESHOLDS}
+        for name in ("binary", "confidence_target_warmup", "confidence_target")
     }
     summary["claims"] = check_claims(summary)
-    summary.update(scale=scale, seed=seed, n_eval_questions=len(rows))
+    summary.update(
+        scale=scale,
+        seed=seed,
+        n_eval_questions=len(rows),
+        n_eval_by_family={f: families.count(f) for f in sorted(set(families))},
+        thresholds=DEMO_THRESHOLDS,
+    )
     reliability_diagram(
         {name: metrics[name]["reliability"] for name in MODELS},
         out / "reliability.png",

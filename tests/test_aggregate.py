@@ -61,7 +61,8 @@ def test_schema():
         assert set(block) == {*PER_THRESHOLD_KEYS, "ci"} and set(block["ci"]) == set(RATE_KEYS)
     assert set(result["ci"]) == {"ece", "behavioral_ece", "behavioral_monotone_share"}
     assert result["bootstrap"] == {
-        "method": "percentile", "unit": "question", "n_units": 50, "n_resamples": 1000, "seed": 0, "level": 0.95,
+        "method": "percentile", "unit": "question", "n_units": 50, "n_questions": 50, "n_resamples": 1000, "seed": 0,
+        "level": 0.95,
     }  # fmt: skip
     assert result["behavioral"]["behavioral_n"] == 50
     json.dumps(result, allow_nan=False)
@@ -306,3 +307,21 @@ def test_eval_metrics_do_not_depend_on_the_order_predictions_were_gathered_in():
     shuffled = list(preds)
     random.Random(1).shuffle(shuffled)
     assert compute_metrics(shuffled, GRID) == compute_metrics(preds, GRID)  # intervals included, exactly
+
+
+def test_clustered_bootstrap_draws_whole_clusters():
+    """Questions sharing a cluster (one prompt, several gold draws) move together: with two clusters of identical
+    questions, every resample's accuracy is one of the three mixtures 0, 1/2 or 1 of the two clusters' accuracies."""
+    records = []
+    for q in range(20):
+        outcome = CORRECT if q < 10 else WRONG
+        records.append(Record(outcome, 0.0, 0.7, question=q, cluster="a" if q < 10 else "b"))
+    result = aggregate(records, n_resamples=200)
+    assert result["bootstrap"]["unit"] == "cluster"
+    assert result["bootstrap"]["n_units"] == 2 and result["bootstrap"]["n_questions"] == 20
+    lo, hi = result["per_threshold"]["0"]["ci"]["accuracy_answered"]
+    assert {lo, hi} <= {0.0, 0.5, 1.0} and lo < hi
+    # The same records without clusters: 20 independent questions give intermediate resampled accuracies.
+    free = aggregate([Record(r.outcome, r.threshold, r.confidence, r.question) for r in records], n_resamples=200)
+    lo_free, hi_free = free["per_threshold"]["0"]["ci"]["accuracy_answered"]
+    assert 0.0 < lo_free < 0.5 < hi_free < 1.0

@@ -10,6 +10,7 @@ from rlcal.cli import main
 from rlcal.common.errors import RlcalError
 from rlcal.demo import (
     MODELS,
+    TARGET_THRESHOLDS,
     answer_rate_by_confidence,
     check_claims,
     error_drawn_like_mentions,
@@ -25,46 +26,69 @@ def _per_t(rates: dict[str, tuple[float, float | None, float]]) -> dict[str, dic
     }
 
 
+GRID = ("0", *TARGET_THRESHOLDS)
+
+
 def test_model_summary_averages_over_the_confidence_targets():
+    rates = {t: (1.0 - float(t), 0.5 + float(t) / 2, float(t) / 10) for t in GRID}
     metrics = {
         "ece": 0.04,
         "accuracy": 0.3,
         "hallucination_rate": 0.7,
-        "per_threshold": _per_t(
-            {"0": (1.0, 0.3, 0.7), "0.5": (0.6, 0.5, 0.3), "0.75": (0.4, 0.75, 0.1), "0.9": (0.2, 1.0, 0.0)}
-        ),
+        "behavioral_ece": 0.02,
+        "ci": {"ece": [0.03, 0.05], "behavioral_ece": [0.01, 0.04]},
+        "per_threshold": _per_t(rates),
     }
     s = model_summary(metrics)
-    assert s["abstain_rate"] == pytest.approx(((1 - 0.6) + (1 - 0.4) + (1 - 0.2)) / 3)
-    assert s["hallucination_rate"] == pytest.approx((0.3 + 0.1 + 0.0) / 3)
-    assert s["ece"] == 0.04 and set(s["per_threshold"]) == {"0", "0.5", "0.75", "0.9"}
+    targets = [float(t) for t in TARGET_THRESHOLDS]
+    assert s["abstain_rate"] == pytest.approx(sum(targets) / len(targets))  # 1 - answer_rate = t
+    assert s["hallucination_rate"] == pytest.approx(sum(t / 10 for t in targets) / len(targets))
+    assert s["ece"] == 0.04 and s["ece_ci"] == [0.03, 0.05] and s["behavioral_ece"] == 0.02
+    assert set(s["per_threshold"]) == set(GRID)
 
 
-def test_claims_pass_and_fail_on_the_numbers_they_name():
-    good_ct = _per_t({"0": (1.0, 0.4, 0.6), "0.5": (0.5, 0.6, 0.2), "0.75": (0.3, 0.8, 0.06), "0.9": (0.1, 0.9, 0.0)})
-    summary = {
-        "base": {"ece": 0.02, "abstain_rate": 0.0, "hallucination_rate": 0.6, "per_threshold": {}},
-        "binary": {"ece": 0.08, "abstain_rate": 0.0, "hallucination_rate": 0.6, "per_threshold": {}},
-        "confidence_target": {
-            "ece": 0.025,
-            "abstain_rate": 0.7,
-            "hallucination_rate": 0.0867,
-            "per_threshold": good_ct,
-        },
+def _summary(ct_rates):
+    def entry(ece, abstain, halluc, per_t=None, behavioral=None):
+        return {
+            "ece": ece, "ece_drift": ece - 0.02, "abstain_rate": abstain, "hallucination_rate": halluc,
+            "behavioral_ece": behavioral, "per_threshold": per_t or {},
+        }  # fmt: skip
+
+    return {
+        "base": entry(0.02, 0.0, 0.6),
+        "binary": entry(0.08, 0.0, 0.6),
+        "confidence_target": entry(0.025, 0.7, 0.0867, _per_t(ct_rates), behavioral=0.03),
         "singleton_rate": 0.18,
         "base_error_arbitrary_facts": 0.6,
     }
+
+
+def test_claims_pass_and_fail_on_the_numbers_they_name():
+    # n = 10 per t in _per_t: scale n so that every t has >= 30 answers, except t = 0.95 (3 answers).
+    good = {t: (1.0 - 0.9 * float(t), min(1.0, float(t) + 0.02), 0.01) for t in GRID}
+    summary = _summary(good)
+    for t, m in summary["confidence_target"]["per_threshold"].items():
+        m["n"] = 300 if t != "0.95" else 30
     claims = {c["claim"]: c for c in check_claims(summary)}
     assert all(c["met"] for c in claims.values()), [c for c in claims.values() if not c["met"]]
+    assert "answers only when P(correct) > t, at t = 0.95" not in claims  # 3 answers: no claim made
+    assert "answers only when P(correct) > t, at t = 0.9" in claims
     assert claims["0-1 RL makes the model overconfident"]["measured"] == pytest.approx(4.0)
+    assert claims["confidence targets keep calibration"]["measured"] == pytest.approx(0.005)
     summary["confidence_target"]["hallucination_rate"] = 0.0  # no hallucination at all: a ratio of 0 is met
     assert {c["claim"]: c for c in check_claims(summary)}["confidence targets cut hallucinations"]["met"]
     summary["binary"]["ece"] = 0.05  # only 2.5x base: overconfidence claim must now fail
     summary["confidence_target"]["per_threshold"]["0.9"]["answer_rate"] = 0.6  # rate rises with t: must fail
+    summary["confidence_target"]["per_threshold"]["0.5"]["accuracy_answered"] = 0.44  # below t - 0.05
+    summary["confidence_target"]["behavioral_ece"] = 0.051
+    summary["confidence_target"]["ece_drift"] = -0.07  # |drift| larger than the 0-1 run's 0.06
     claims = {c["claim"]: c for c in check_claims(summary)}
-    assert not claims["0-1 RL makes the model overconfident"]["met"]
-    assert not claims["answer rate falls as t rises"]["met"]
-    assert claims["base model is calibrated"]["met"]
+    for name in (
+        "0-1 RL makes the model overconfident", "answer rate falls as t rises", "behavioral calibration",
+        "answers only when P(correct) > t, at t = 0.5", "confidence targets keep calibration",
+    ):  # fmt: skip
+        assert not claims[name]["met"], name
+    assert claims["base model is calibrated"]["met"] and claims["answers only when P(correct) > t, at t = 0.6"]["met"]
 
 
 def test_hallucination_by_count_buckets_and_rates():
@@ -129,16 +153,20 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     for name in MODELS:
         entry = summary[name]
-        assert {"ece", "abstain_rate", "hallucination_rate", "per_threshold"} <= set(entry)
-        assert set(entry["per_threshold"]) == {"0", "0.5", "0.75", "0.9"}
+        assert {"ece", "behavioral_ece", "abstain_rate", "hallucination_rate", "per_threshold"} <= set(entry)
+        assert set(entry["per_threshold"]) == set(GRID)
+        assert set(entry["by_family"]) == {"birthday", "forecast"}
         for m in entry["per_threshold"].values():
             assert {"n", "answer_rate", "accuracy_answered", "hallucination_rate", "score"} <= set(m)
             assert 0.0 <= m["answer_rate"] <= 1.0
     assert 0.0 <= summary["singleton_rate"] <= 1.0
     assert 0.0 <= summary["base_error_arbitrary_facts"] <= 1.0
-    assert len(summary["claims"]) == 10
+    assert {"base", "reference", "binary", "confidence_target_warmup", "confidence_target"} <= set(summary)
+    assert 8 <= len(summary["claims"]) <= 8 + len(TARGET_THRESHOLDS)
+    # The reference applies t after generation: its answers are monotone in t by construction.
+    assert summary["reference"]["behavioral_monotone_share"] == 1.0
     report = (out / "report.md").read_text()
-    assert set(summary["by_base_confidence"]["confidence_target"]) == {"0.5", "0.75", "0.9"}
+    assert set(summary["by_base_confidence"]["confidence_target"]) == {"0.5", "0.7", "0.9"}
     for png in ("reliability.png", "answer_rate.png", "hallucination_by_count.png", "answer_rate_by_confidence.png"):
         assert (out / png).stat().st_size > 1000 and f"]({png})" in report
     assert "## The paper's claims, measured" in report and "Singleton-rate check" in report

@@ -237,6 +237,36 @@ def test_evaluate_model_schema_and_consistency(loaded, qa_file):
     assert metrics["ece"] == pytest.approx(M.ece([p["confidence"] for p in t0], [p["correct"] for p in t0]))
 
 
+def test_posthoc_policy_withholds_exactly_the_answers_with_confidence_at_most_t(loaded, qa_file):
+    """`policy="posthoc"`: one reply per question at the t = 0 prompt, kept at t iff its confidence > t. Checked
+    against the prompt policy's own t = 0 predictions (same greedy pass), not against a re-implementation."""
+    from rlcal.data.qa import load_qa_dataset
+    from rlcal.evaluation.evaluate import evaluate_model
+
+    model, tok = loaded
+    rows = load_qa_dataset(str(qa_file))
+    grid = [0.0, 0.3, 0.5, 0.9]
+    _, prompt_preds = evaluate_model(model, tok, rows, thresholds=grid, max_new_tokens=8, progress=False)
+    metrics, preds = evaluate_model(
+        model, tok, rows, thresholds=grid, max_new_tokens=8, progress=False, policy="posthoc"
+    )
+    assert metrics["settings"]["policy"] == "posthoc" and len(preds) == 12 * len(grid)
+    t0 = {p["index"]: p for p in prompt_preds if p["threshold"] == 0.0}
+    for p in preds:
+        base = t0[p["index"]]
+        assert p["response"] == base["response"] and p["confidence"] == base["confidence"]
+        kept = p["threshold"] == 0.0 or base["confidence"] > p["threshold"]
+        assert p["answered"] == (kept and base["answered"])
+        assert p["outcome"] == (base["outcome"] if kept else "abstain")
+    # Monotone by construction, and the t = 0 row is the prompt policy's t = 0 row.
+    assert metrics["behavioral_monotone_share"] == 1.0
+    assert metrics["per_threshold"]["0"]["accuracy_answered"] == pytest.approx(
+        sum(p["correct"] for p in t0.values()) / len(t0)
+    )
+    with pytest.raises(RlcalError, match="policy"):
+        evaluate_model(model, tok, rows, policy="after", progress=False)
+
+
 def test_other_confidence_methods(loaded, qa_file):
     from rlcal.evaluation.evaluate import evaluate_model
 

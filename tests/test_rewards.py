@@ -219,3 +219,35 @@ def test_outcome_stats():
     assert outcome_stats([]) == {}
     stats = outcome_stats(["correct", "wrong", "abstain", "abstain"], [0.5, 0.5, 0.9, 0.9])
     assert stats == {"accuracy": 0.25, "abstain_rate": 0.5, "hallucination_rate": 0.25, "mean_threshold": 0.7}
+
+
+# ---- the bounded form: +1 / 2t - 1 / -1 --------------------------------------------------------------------------
+
+
+def test_bounded_form_table():
+    reward = ConfidenceTargetReward(form="bounded")
+    got = call(reward, ["03-07", "04-11", "I don't know"] * 2, ["03-07"] * 6, [0.75] * 3 + [0.0] * 3)
+    assert got == [1.0, -1.0, 0.5, 1.0, -1.0, -1.0]
+    with pytest.raises(ValueError, match="form"):
+        ConfidenceTargetReward(form="scaled")
+
+
+@settings(max_examples=300, deadline=None)
+@given(p=st.floats(0.0, 1.0), t=st.floats(0.0, 0.99))
+def test_bounded_form_has_the_papers_optimal_policy_on_a_bounded_scale(p, t):
+    """The bounded form ranks answering against abstaining exactly as the paper's form does (answer iff p > t),
+    while every reward stays in [-1, 1] at every t (the paper's wrong answer costs t/(1-t), unbounded)."""
+    bounded = call(ConfidenceTargetReward(form="bounded"), ["03-07", "04-11", "I don't know"], ["03-07"] * 3, [t] * 3)
+    paper = call(ConfidenceTargetReward(), ["03-07", "04-11", "I don't know"], ["03-07"] * 3, [t] * 3)
+    assert all(-1.0 <= r <= 1.0 for r in bounded)
+    gain_bounded = p * bounded[0] + (1 - p) * bounded[1] - bounded[2]
+    gain_paper = p * paper[0] + (1 - p) * paper[1] - paper[2]
+    if abs(p - t) > 1e-6:
+        assert (gain_bounded > 0) == (gain_paper > 0) == (p > t)
+    # The bounded gain is the paper's gain scaled by 2(1 - t) > 0: same decisions, equal scale across t.
+    assert gain_bounded == pytest.approx(2 * (1 - t) * gain_paper, abs=1e-9)
+
+
+def test_bounded_form_pickles_and_reports_itself():
+    reward = pickle.loads(pickle.dumps(ConfidenceTargetReward(form="bounded")))
+    assert reward.form == "bounded" and "bounded" in repr(reward)

@@ -398,6 +398,44 @@ def test_warmup_targets_never_abstain_at_t0(tiny_model_dir, tmp_path):
     assert 0 < share_t0 < 1 and stats["abstain_targets"] == pytest.approx(1 - share_t0)
 
 
+def test_t_aware_warmup_abstains_iff_the_base_probability_is_at_most_t(tmp_path, monkeypatch):
+    """`abstain_on: below_threshold`: the reference policy's decision per row (answer iff the base model's own
+    answer probability > t, never abstain at t = 0); `state_confidence` appends that probability as a tag;
+    `reward.threshold_draws` puts each question into the data that many times, each with its own t."""
+    qa = write_qa(tmp_path / "qa.jsonl")
+    raw = raw_recipe("unused", qa, tmp_path / "out")
+    raw["reward"].update(threshold={"choice": [0.0, 0.3, 0.6, 0.9]}, threshold_draws=4)
+    raw["warmup"].update(abstain_on="below_threshold", abstain_fraction=1.0, answer_target="self", num_examples=10_000)
+    recipe = parse_recipe(raw)
+    dataset = data_mod.load_train_dataset(recipe)
+    n_questions = len({row["question"] for row in dataset})
+    assert len(dataset) == 4 * n_questions and len({row["threshold"] for row in dataset}) > 2
+    prob = {q: (i % 10) / 10 + 0.05 for i, q in enumerate(sorted({row["question"] for row in dataset}))}
+
+    def fake_greedy(model, tokenizer, prompts, max_new_tokens):  # the base model's answer and its probability
+        questions = [next(q for q in prob if q in p) for p in prompts]
+        return ["01-01"] * len(prompts), [prob[q] for q in questions]
+
+    monkeypatch.setattr(warmup, "greedy_answers", fake_greedy)
+    examples, stats = warmup.build_warmup_examples(recipe, dataset, model=None, tokenizer=None)
+    assert len(examples) == len(dataset)
+    by_prompt = {row["prompt"]: row for row in dataset}
+    n_abstain = 0
+    for example in examples:
+        row = by_prompt[example["prompt"]]
+        abstain = row["threshold"] > 0 and prob[row["question"]] <= row["threshold"]
+        n_abstain += abstain
+        assert example["completion"] == (" I don't know." if abstain else " 01-01")
+    assert 0 < n_abstain < len(examples) and stats["abstain_targets"] == pytest.approx(n_abstain / len(examples))
+
+    raw["warmup"]["state_confidence"] = True
+    stated, _ = warmup.build_warmup_examples(parse_recipe(raw), dataset, model=None, tokenizer=None)
+    for example in stated:
+        row = by_prompt[example["prompt"]]
+        if example["completion"] != " I don't know.":
+            assert example["completion"] == f" 01-01 <confidence>{prob[row['question']]:.1f}</confidence>"
+
+
 def test_weight_column_draws_training_questions_by_popularity(tmp_path):
     """`data.weight_column`: rows are drawn ∝ the column (seeded by training.seed); a zero weight is never drawn."""
     qa = write_qa(tmp_path / "qa.jsonl")

@@ -69,12 +69,15 @@ _CHUNK_CELLS = 2_000_000  # resamples x questions per matrix product: bounds mem
 @dataclass(frozen=True)
 class Record:
     """One decision: its outcome, the confidence target t it was made at, the stated confidence (None if none)
-    and the question it answers (None: a question of its own)."""
+    and the question it answers (None: a question of its own). `cluster` (None: the question itself) is the
+    bootstrap's unit: questions that share one are drawn together (the same prompt asked with several gold draws,
+    as in the world's forecast family, is one independent observation, not several)."""
 
     outcome: Outcome
     threshold: float = 0.0
     confidence: float | None = None
     question: Hashable | None = None
+    cluster: Hashable | None = None
 
 
 def threshold_key(t: float) -> str:
@@ -141,6 +144,26 @@ def _question_index(records: Sequence[Record]) -> tuple[np.ndarray, int]:
                 j = ids[r.question] = n
                 n += 1
             out[i] = j
+    return out, n
+
+
+def _cluster_index(records: Sequence[Record], q_index: np.ndarray, n_questions: int) -> tuple[np.ndarray, int]:
+    """(cluster of each question, number of clusters); a question without a cluster is its own."""
+    ids: dict[Hashable, int] = {}
+    out = np.full(n_questions, -1, dtype=np.int64)
+    n = 0
+    for r, q in zip(records, q_index, strict=True):
+        if out[q] >= 0:
+            continue
+        if r.cluster is None:
+            out[q] = n
+            n += 1
+        else:
+            j = ids.get(r.cluster)
+            if j is None:
+                j = ids[r.cluster] = n
+                n += 1
+            out[q] = j
     return out, n
 
 
@@ -223,11 +246,15 @@ def aggregate(
     if n_resamples == 0:
         return out
     design = _Design(records, keyed, keys, q_index, n_questions, rated, n_bins, rows)
+    c_index, n_clusters = _cluster_index(records, q_index, n_questions)
+    clustered = n_clusters < n_questions
     rng = np.random.default_rng(seed)
     chunk = max(1, min(n_resamples, _CHUNK_CELLS // n_questions))
     parts = []
     for start in range(0, n_resamples, chunk):
-        parts.append(design.statistics(bootstrap_weights(n_questions, min(chunk, n_resamples - start), rng)))
+        weights = bootstrap_weights(n_clusters, min(chunk, n_resamples - start), rng)
+        # A drawn cluster brings all its questions: each question's weight is its cluster's draw count.
+        parts.append(design.statistics(weights[:, c_index] if clustered else weights))
     stats = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     for j, k in enumerate(keys):
         per_threshold[k]["ci"] = {name: _interval(stats[name][:, j], level) for name in RATE_KEYS}
@@ -236,7 +263,8 @@ def aggregate(
         **{name: _interval(stats[name], level) if rows is not None else None for name in BEHAVIORAL_CI_KEYS},
     }
     out["bootstrap"] = {
-        "method": "percentile", "unit": "question", "n_units": n_questions, "n_resamples": n_resamples,
+        "method": "percentile", "unit": "cluster" if clustered else "question",
+        "n_units": n_clusters, "n_questions": n_questions, "n_resamples": n_resamples,
         "seed": seed, "level": level,
     }  # fmt: skip
     return out

@@ -5,7 +5,10 @@
     reward(prompts, completions, answer=[...], threshold=[...])
 
 Rewards (all graded by `rlcal.core.grading`, the same grader `rlcal eval` uses):
-- `confidence_target`: +1 correct, 0 abstain, −t/(1−t) wrong, t from the `threshold` column (Kalai et al., 2025).
+- `confidence_target`: +1 correct, 0 abstain, −t/(1−t) wrong, t from the `threshold` column (Kalai et al., 2025);
+  `form="bounded"`: +1 correct, 2t − 1 abstain, −1 wrong (Wu et al., 2025, BCRL): the same optimal policy (answer
+  iff P(correct) > t: answering is worth 2p − 1 against 2t − 1), every reward in [−1, 1] at every t, so the t = 0.9
+  prompts (−9 for a wrong answer in the paper's form) do not dominate a batch's reward scale.
 - `binary`: 1 correct, 0 otherwise: the 0-1 baseline under which guessing is optimal.
 - `brier`: c − (q − c)² on a verbalised confidence q ∈ [0, 1] (RLCR-style correctness + Brier), c = 1 if correct.
 - `log_score`: c + log(q if c else 1 − q), q clipped to [0.01, 0.99].
@@ -74,6 +77,18 @@ def confidence_target_score(outcome: Outcome, t: float) -> float:
     if outcome == ABSTAIN:
         return 0.0
     return -penalty(t)
+
+
+def bounded_score(outcome: Outcome, t: float) -> float:
+    """+1 correct, 2t − 1 abstain, −1 wrong: the paper's incentives (answer iff P(correct) > t) on a bounded scale."""
+    if outcome == CORRECT:
+        return 1.0
+    if outcome == ABSTAIN:
+        return 2.0 * t - 1.0
+    return -1.0
+
+
+REWARD_FORMS = ("paper", "bounded")
 
 
 def binary_score(outcome: Outcome, t: float = 0.0) -> float:
@@ -194,15 +209,24 @@ class CalibratedReward:
 
 
 class ConfidenceTargetReward(CalibratedReward):
-    """+1 correct, 0 "I don't know", −t/(1−t) wrong: answering pays off exactly when P(correct) > t."""
+    """+1 correct, 0 "I don't know", −t/(1−t) wrong: answering pays off exactly when P(correct) > t.
+    `form="bounded"`: +1 / 2t − 1 / −1, the same optimal policy with rewards in [−1, 1] at every t."""
 
     name = "confidence_target"
     needs_threshold = True
 
+    def __init__(self, *args: Any, form: str = "paper", **kwargs: Any) -> None:
+        if form not in REWARD_FORMS:
+            raise ValueError(f"confidence_target form must be one of {', '.join(REWARD_FORMS)}, got {form!r}")
+        super().__init__(*args, **kwargs)
+        self.form = form
+
     def score(self, outcome: Outcome, t: float, text: str) -> float:
-        return confidence_target_score(outcome, t)
+        return bounded_score(outcome, t) if self.form == "bounded" else confidence_target_score(outcome, t)
 
     def scores(self, outcomes: Sequence[Outcome], thresholds: Sequence[float], texts: Sequence[str]) -> list[float]:
+        if self.form == "bounded":
+            return [bounded_score(o, t) for o, t in zip(outcomes, thresholds, strict=True)]
         # A batch holds a few distinct t (GRPO groups share theirs): compute each penalty once.
         wrong: dict[float, float] = {}
         out = []
@@ -217,6 +241,9 @@ class ConfidenceTargetReward(CalibratedReward):
                     value = wrong[t] = -penalty(t)
                 out.append(value)
         return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(grader={self.grader.grader!r}, form={self.form!r})"
 
 
 class BinaryReward(CalibratedReward):

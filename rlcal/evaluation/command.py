@@ -25,7 +25,7 @@ from rlcal.core.prompts import FORMATS
 from rlcal.core.thresholds import DEFAULT_THRESHOLDS
 from rlcal.data.qa import check_columns
 from rlcal.data.task import GRADING_FIELDS, PROMPT_FIELDS, SOURCE_FIELDS, TASK_FIELDS, QATask, read_recipe_file
-from rlcal.evaluation import CONFIDENCE_METHODS
+from rlcal.evaluation import CONFIDENCE_METHODS, POLICIES
 from rlcal.evaluation.evaluate import evaluate_model
 from rlcal.evaluation.models import load_model
 from rlcal.evaluation.sweep import EVAL_FILES, format_summary, parse_thresholds, write_eval
@@ -182,6 +182,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Comma-separated confidence targets t in [0, 1) for the sweep; 0 is always included.",
     )
     parser.add_argument("--confidence", default="answer_prob", choices=CONFIDENCE_METHODS, help="Confidence method.")
+    parser.add_argument(
+        "--policy",
+        default="prompt",
+        choices=POLICIES,
+        help="How the answer/abstain decision at each t is made: prompt (t stated in the prompt, the model "
+        "decides) or posthoc (one reply at the t = 0 prompt, withheld iff its --confidence is <= t).",
+    )
     parser.add_argument("--num-samples", type=int, default=8, help="k sampled answers for --confidence agreement.")
     parser.add_argument("--answer-span", default="line", choices=("line", "full"), help="Tokens scored as the answer.")
     parser.add_argument("--batch-size", type=int, default=32, help="Prompts per generation batch (per process).")
@@ -228,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         answer_span=args.answer_span,
         seed=args.seed,
+        policy=args.policy,
     )
     metrics["source"] = {
         "model": model_path,

@@ -39,7 +39,7 @@ from rlcal.core.aggregate import DEFAULT_RESAMPLES
 from rlcal.core.grading import AnswerGrader
 from rlcal.core.prompts import PromptTemplate
 from rlcal.core.thresholds import DEFAULT_THRESHOLDS
-from rlcal.evaluation import CONFIDENCE_METHODS
+from rlcal.evaluation import CONFIDENCE_METHODS, POLICIES
 from rlcal.evaluation.sweep import compute_metrics, parse_thresholds
 
 # ---- data --------------------------------------------------------------------------------------------------------
@@ -86,8 +86,13 @@ def predict(
     seed: int = 0,
     on_batch: Callable[[int], Any] | None = None,
     index_offset: int = 0,
+    policy: str = "prompt",
 ) -> list[dict[str, Any]]:
     """Generate, grade and score confidence for every (row, t): one prediction dict each, ordered by row then t.
+
+    `policy="prompt"` renders every t into the prompt and keeps the reply. `policy="posthoc"` generates once per
+    question at the t = 0 prompt and, at each t > 0, keeps that answer iff its confidence exceeds t (an answer
+    without a confidence is withheld), else records an abstention (`withheld: true`, the response kept).
 
     `answer_prob` (and its normalised variant) is recorded for every answer; `confidence` is the chosen method's
     value. `agreement` samples only at the t = 0 prompt (the one calibration is measured at): k extra generations
@@ -99,8 +104,11 @@ def predict(
         raise RlcalError(
             f"confidence method must be one of {', '.join(CONFIDENCE_METHODS)}, got {confidence_method!r}"
         )
+    if policy not in POLICIES:
+        raise RlcalError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     grader = grader or AnswerGrader()
-    items = [(i, float(t)) for i in range(len(rows)) for t in thresholds]
+    generated = [0.0] if policy == "posthoc" else [float(t) for t in thresholds]
+    items = [(i, t) for i in range(len(rows)) for t in generated]
     prompt_ids = encode_prompts(tokenizer, [template.render(rows[i]["question"], t) for i, t in items])
     generations = greedy_generate(model, tokenizer, prompt_ids, max_new_tokens, batch_size, answer_span, on_batch)
     responses = [g.response for g in generations]
@@ -130,24 +138,31 @@ def predict(
             "agreement": agreement.get(k),
             "verbal": verbal[k],
         }[confidence_method]
-        out.append(
-            {
-                "index": index_offset + i,
-                "question": row["question"],
-                "answer": row["answer"],
-                "aliases": row["aliases"],
-                "threshold": t,
-                "response": gen.response,
-                "outcome": outcome,
-                "correct": outcome == "correct",
-                "answered": outcome != "abstain",
-                "confidence": confidence,
-                "answer_prob": gen.answer_prob,
-                "answer_prob_norm": gen.answer_prob_norm,
-                "answer_logprob": gen.logprob,
-                "n_answer_tokens": gen.span,
-            }
-        )
+        record = {
+            "index": index_offset + i,
+            "question": row["question"],
+            "answer": row["answer"],
+            "aliases": row["aliases"],
+            "threshold": t,
+            "response": gen.response,
+            "outcome": outcome,
+            "correct": outcome == "correct",
+            "answered": outcome != "abstain",
+            "confidence": confidence,
+            "answer_prob": gen.answer_prob,
+            "answer_prob_norm": gen.answer_prob_norm,
+            "answer_logprob": gen.logprob,
+            "n_answer_tokens": gen.span,
+        }
+        if policy == "prompt":
+            out.append(record)
+            continue
+        for t_post in (float(x) for x in thresholds):
+            keep = t_post == 0.0 or (confidence is not None and confidence > t_post) or outcome == "abstain"
+            posthoc = {**record, "threshold": t_post, "policy": "posthoc", "withheld": not keep}
+            if not keep:
+                posthoc.update(outcome="abstain", correct=False, answered=False)
+            out.append(posthoc)
     return out
 
 
@@ -202,10 +217,12 @@ def evaluate_model(
     progress: bool | str = True,
     distributed: bool = True,
     n_resamples: int = DEFAULT_RESAMPLES,
+    policy: str = "prompt",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate calibration and behavioral calibration of `model` on `dataset` (rows with question/answer/aliases).
 
     Returns `(metrics, predictions)`: the `metrics.json` dict and one prediction dict per (question, t). With
+    `policy` (`prompt` | `posthoc`) is how the decision at each t is made (see `predict`). With
     `distributed` (default) questions are split across accelerate processes and every process gets all results;
     a single process just runs them. `progress` shows a tqdm bar on the main process (a string sets its label).
     The model is used as given (eval mode, no gradients); callers handle adapters and parameter gathering.
@@ -229,7 +246,8 @@ def evaluate_model(
         extra = len(shard) if confidence_method == "agreement" else 0
         show = bool(progress) and PartialState().is_main_process
         desc = progress if isinstance(progress, str) else "eval"
-        with tqdm(total=len(shard) * len(thresholds) + extra, desc=desc, disable=not show, leave=False) as bar:
+        per_question = 1 if policy == "posthoc" else len(thresholds)
+        with tqdm(total=len(shard) * per_question + extra, desc=desc, disable=not show, leave=False) as bar:
             return predict(
                 model,
                 tokenizer,
@@ -245,6 +263,7 @@ def evaluate_model(
                 seed,
                 on_batch=bar.update,
                 index_offset=offset,
+                policy=policy,
             )
 
     was_training = getattr(model, "training", False)
@@ -257,6 +276,7 @@ def evaluate_model(
     metrics = compute_metrics(predictions, thresholds, confidence_method, n_bins, n_resamples, seed)
     metrics["settings"] = {
         "format": template.format,
+        "policy": policy,
         "grader": grader.grader,
         "max_new_tokens": max_new_tokens,
         "answer_span": answer_span,

@@ -91,7 +91,12 @@ def compute_metrics(
     # In (question, t) order, whatever order the processes gathered them in: sums, bins and the bootstrap's
     # question order (hence its intervals) then do not depend on it.
     ordered = sorted(predictions, key=lambda p: (p["index"], float(p["threshold"])))
-    records = [Record(p["outcome"], float(p["threshold"]), p["confidence"], p["index"]) for p in ordered]
+    # Questions with the same text (one prompt, several gold draws: the world's forecast family) are resampled
+    # together: the model's decision is the same for each, so they are one observation for the intervals.
+    records = [
+        Record(p["outcome"], float(p["threshold"]), p["confidence"], p["index"], cluster=p.get("question"))
+        for p in ordered
+    ]
     agg = aggregate(records, n_bins, calibration_threshold=0.0, n_resamples=n_resamples, seed=seed)
     calibration = agg["calibration"]
     scored = [p for p in t0 if p["answered"] and p["confidence"] is not None]

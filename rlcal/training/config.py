@@ -44,7 +44,7 @@ from trl import GRPOConfig, ModelConfig, RLOOConfig, TrlParser
 
 from rlcal.common.errors import RlcalError
 from rlcal.common.recipes import find_recipe
-from rlcal.core.rewards import REWARDS
+from rlcal.core.rewards import REWARD_FORMS, REWARDS
 from rlcal.core.thresholds import ThresholdSampler
 from rlcal.data.task import (
     GRADING_FIELDS,
@@ -122,6 +122,20 @@ class _RewardShape(FieldGroup):
             "{beta: [a, b]}, with optional cap/decimals. Default: {choice: [0.5, 0.75, 0.9]}."
         },
     )
+    threshold_draws: int = field(
+        default=1,
+        metadata={
+            "help": "Confidence targets drawn per training question: each question appears this many times, each "
+            "with its own t (so the warm-up and RL see the same question on both sides of its confidence)."
+        },
+    )
+    form: str = field(
+        default="paper",
+        metadata={
+            "help": "confidence_target only: `paper` (+1 / 0 / -t/(1-t)) or `bounded` (+1 correct, 2t-1 abstain, "
+            "-1 wrong: the same optimal policy, answer iff P(correct) > t, with rewards in [-1, 1] at every t)."
+        },
+    )
 
 
 @dataclass
@@ -133,6 +147,14 @@ class RewardArguments(GradingSpec, _RewardShape):
         if self.name not in REWARDS:
             raise ValueError(f"unknown reward {self.name!r}; choose from {', '.join(REWARDS)}")
         super().__post_init__()  # grader and abstain phrases
+        if isinstance(self.threshold_draws, bool) or not isinstance(self.threshold_draws, int):
+            raise ValueError(f"reward.threshold_draws must be an integer, got {self.threshold_draws!r}")
+        if not 1 <= self.threshold_draws <= 1000:
+            raise ValueError(f"reward.threshold_draws must be in [1, 1000], got {self.threshold_draws}")
+        if self.form not in REWARD_FORMS:
+            raise ValueError(f"reward.form must be one of {', '.join(REWARD_FORMS)}, got {self.form!r}")
+        if self.form != "paper" and self.name != "confidence_target":
+            raise ValueError(f"reward.form {self.form!r} applies to confidence_target only, not {self.name!r}")
         spec = _parse_mapping(self.threshold, "threshold")
         self.threshold = {"choice": [0.5, 0.75, 0.9]} if spec is None else spec
         self.sampler()  # t >= 1, bad weights, unknown sampler keys: all fail here
@@ -141,7 +163,8 @@ class RewardArguments(GradingSpec, _RewardShape):
         return ThresholdSampler.from_spec(self.threshold)
 
     def reward_kwargs(self) -> dict[str, Any]:
-        return {"grader": self.grader, "abstain_phrases": self.abstain_phrases}
+        extra = {"form": self.form} if self.name == "confidence_target" else {}
+        return {"grader": self.grader, "abstain_phrases": self.abstain_phrases, **extra}
 
 
 @dataclass
@@ -159,7 +182,9 @@ class WarmupArguments:
         default="wrong",
         metadata={
             "help": 'Which rows get an "I don\'t know" target: `wrong` (rows the base model answers wrongly, '
-            "each with probability abstain_fraction) or `random` (a random abstain_fraction of all rows)."
+            "each with probability abstain_fraction), `below_threshold` (rows whose base-model answer probability "
+            "is <= the row's t: the reference policy, t-aware; each with probability abstain_fraction) or "
+            "`random` (a random abstain_fraction of all rows)."
         },
     )
     abstain_fraction: float = field(default=0.5, metadata={"help": "Probability/share of abstention targets."})
@@ -168,6 +193,14 @@ class WarmupArguments:
         metadata={"help": "Target for the other rows: `self` (the base model's greedy answer) or `gold`."},
     )
     abstain_text: str = field(default="I don't know.", metadata={"help": "The abstention target text."})
+    state_confidence: bool = field(
+        default=False,
+        metadata={
+            "help": "Append the base model's own probability of each answer target as `<confidence>0.7</confidence>` "
+            "(the stated-confidence route: train with reward `brier`, evaluate with --confidence verbal --policy "
+            "posthoc). Needs max_new_tokens and training.max_completion_length long enough for the tag."
+        },
+    )
     use_peft: bool = field(
         default=True,
         metadata={"help": "Warm up a LoRA (settings of the model section) and merge it; false = all weights."},
@@ -188,8 +221,8 @@ class WarmupArguments:
             raise ValueError("steps must be >= 0; num_examples, batch_size and max_new_tokens must be > 0")
         if self.probe_prompts < 0:
             raise ValueError("probe_prompts must be >= 0")
-        if self.abstain_on not in ("wrong", "random"):
-            raise ValueError(f"abstain_on must be `wrong` or `random`, got {self.abstain_on!r}")
+        if self.abstain_on not in ("wrong", "below_threshold", "random"):
+            raise ValueError(f"abstain_on must be `wrong`, `below_threshold` or `random`, got {self.abstain_on!r}")
         if self.answer_target not in ("self", "gold"):
             raise ValueError(f"answer_target must be `self` or `gold`, got {self.answer_target!r}")
         if not (0.0 <= self.abstain_fraction <= 1.0):

@@ -27,6 +27,9 @@ def load_train_dataset(recipe: Recipe):
 
     d = recipe.data
     ds = d.load(seed=recipe.training.seed)  # the QA-task spec's loader: the same rows rlcal eval --recipe reads
+    draws = recipe.reward.threshold_draws
+    if draws > 1:  # each question `draws` times, each copy with its own t (sampled below)
+        ds = ds.select([i for i in range(len(ds)) for _ in range(draws)])
     ds = prepare_prompts(ds, d.prompt_template(), recipe.reward.sampler(), seed=recipe.training.seed)
     empty = sum(1 for a in ds["answer"] if not str(a).strip())
     if empty == len(ds):

@@ -43,7 +43,7 @@ TRAINING_KEYS = (
     "model_init_kwargs",
     "trust_remote_code",
 )
-REWARD_KEYS = ("threshold", "grader", "abstain_phrases")  # the reward's name only matters to RL and the probe
+REWARD_KEYS = ("threshold", "threshold_draws", "grader", "abstain_phrases")  # the reward's name only matters to RL and the probe
 WARMUP_EXCLUDED = ("probe_prompts",)  # measures the warm-up, does not shape it
 
 
@@ -111,28 +111,37 @@ def build_warmup_examples(recipe: Recipe, dataset, model, tokenizer) -> tuple[li
     w = recipe.warmup
     rows = dataset.shuffle(seed=recipe.training.seed).select(range(min(w.num_examples, len(dataset))))
     grader = recipe.reward.answer_grader()
-    if w.abstain_on == "wrong" or w.answer_target == "self":
-        greedy = greedy_answers(model, tokenizer, rows["prompt"], w.max_new_tokens)
+    if w.abstain_on != "random" or w.answer_target == "self" or w.state_confidence:
+        greedy, probs = greedy_answers(model, tokenizer, rows["prompt"], w.max_new_tokens)
     else:  # random abstentions with gold answers: the base model's own answers are not needed
-        greedy = [""] * len(rows)
+        greedy, probs = [""] * len(rows), [0.0] * len(rows)
     rng = random.Random(recipe.training.seed)
     examples, n_abstain, n_correct = [], 0, 0
-    for row, answer in zip(rows, greedy, strict=True):
+    for row, answer, prob in zip(rows, greedy, probs, strict=True):
         outcome = grader(answer, row["answer"], row["aliases"], row["question"])
         n_correct += outcome == "correct"
+        t = float(row["threshold"])
         if w.abstain_on == "random":
             abstain = rng.random() < w.abstain_fraction
+        elif w.abstain_on == "below_threshold":
+            # The reference policy's decision at this row's t: answer iff the base model's own probability of
+            # its answer exceeds t (a calibrated base makes that "answer iff P(correct) > t").
+            abstain = prob <= t and rng.random() < w.abstain_fraction
         else:
             abstain = outcome != "correct" and rng.random() < w.abstain_fraction
         # At t = 0 the prompt asks for a best guess (0-1 grading: abstaining never pays), so never teach an
         # abstention there; otherwise "I don't know" spreads to t = 0 and RL has nothing that pulls it back.
-        abstain = abstain and row["threshold"] > 0
+        abstain = abstain and t > 0
         if abstain:
             target = w.abstain_text
         elif w.answer_target == "gold" or not answer:
             target = row["answer"]
         else:
             target = answer
+        if w.state_confidence and not abstain:
+            # The stated-confidence route: the answer, then the base model's own probability of it (a calibrated
+            # base states a calibrated number; RL with `brier` refines it; evaluation applies t afterwards).
+            target = f"{target} <confidence>{prob:.1f}</confidence>"
         n_abstain += abstain
         prompt = row["prompt"]
         completion = [{"role": "assistant", "content": target}] if not isinstance(prompt, str) else " " + target
@@ -145,9 +154,12 @@ def build_warmup_examples(recipe: Recipe, dataset, model, tokenizer) -> tuple[li
     return examples, stats
 
 
-def greedy_answers(model, tokenizer, prompts: list[Any], max_new_tokens: int, batch_size: int = 32) -> list[str]:
-    """The first non-empty line of the model's greedy reply to each prompt (plain strings or chat messages), with
-    evaluation's generation (`rlcal.evaluation.confidence.greedy_generate`), so targets are what `rlcal eval` sees."""
+def greedy_answers(
+    model, tokenizer, prompts: list[Any], max_new_tokens: int, batch_size: int = 32
+) -> tuple[list[str], list[float]]:
+    """The first non-empty line of the model's greedy reply to each prompt (plain strings or chat messages) and the
+    model's probability of that answer, with evaluation's generation (`rlcal.evaluation.confidence.greedy_generate`,
+    the `answer_prob` confidence), so targets are what `rlcal eval` sees."""
     from tqdm.auto import tqdm
 
     from rlcal.evaluation.confidence import encode_prompts, greedy_generate
@@ -156,7 +168,8 @@ def greedy_answers(model, tokenizer, prompts: list[Any], max_new_tokens: int, ba
     prompt_ids = encode_prompts(tokenizer, prompts)
     with eval_mode(model), tqdm(total=len(prompt_ids), desc="warm-up targets", leave=False) as bar:
         gens = greedy_generate(model, tokenizer, prompt_ids, max_new_tokens, batch_size, on_batch=bar.update)
-    return [g.response.strip().splitlines()[0].strip() if g.response.strip() else "" for g in gens]
+    texts = [g.response.strip().splitlines()[0].strip() if g.response.strip() else "" for g in gens]
+    return texts, [g.answer_prob for g in gens]
 
 
 def _reuse(model_dir: Path, summary_path: Path, key: str, inputs: dict[str, Any]) -> dict[str, Any] | None:

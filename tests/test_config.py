@@ -6,6 +6,7 @@ Nothing here loads a model or data; every failure must be one RlcalError naming 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -68,6 +69,29 @@ def test_without_an_accelerator_the_recipe_is_resolved_for_cpu(monkeypatch):
 def test_use_cpu_in_the_recipe_is_kept_on_any_machine():
     r = recipe(["--use_cpu", "true"])
     assert r.training.use_cpu is True and r.training.bf16 is False  # whether or not this machine has a GPU
+
+
+VLLM_RECIPE = str(Path(__file__).resolve().parents[1] / "recipes/qwen2.5-7b/grpo/config_confidence_target_trivia_qa.yaml")
+
+
+def test_the_vllm_recipe_is_validated_without_a_gpu(monkeypatch):
+    """vLLM cannot run (or be installed) on a CPU machine, but its settings are still checked there."""
+    from rlcal.training import config
+
+    monkeypatch.setattr(config, "has_accelerator", lambda: False)
+    r = load_recipe(VLLM_RECIPE)
+    assert r.training.use_vllm is False and any("use_vllm needs a GPU" in n for n in r.notes)
+    assert r.training.vllm_mode == "colocate" and r.training.vllm_gpu_memory_utilization == 0.3
+    with pytest.raises(RlcalError, match="vllm_mode must be one of colocate, server"):
+        load_recipe(VLLM_RECIPE, ["--vllm_mode", "colocated"])
+    with pytest.raises(RlcalError, match="vllm_gpu_memory_utilization must be in"):
+        load_recipe(VLLM_RECIPE, ["--vllm_gpu_memory_utilization", "30"])
+
+
+@pytest.mark.gpu
+def test_the_vllm_recipe_keeps_vllm_on_a_gpu():
+    r = load_recipe(VLLM_RECIPE)
+    assert r.training.use_vllm is True and r.training.vllm_mode == "colocate"
 
 
 @pytest.mark.gpu

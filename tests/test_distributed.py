@@ -270,7 +270,10 @@ def test_sharded_calibration_eval_equals_a_one_process_eval(run, step, tmp_path)
     assert len(sharded) == len(alone) == 8 * 2  # 8 held-out questions x 2 thresholds, padding dropped
     for a, b in zip(sharded, alone, strict=True):
         assert (a["index"], a["threshold"], a["response"], a["outcome"]) == (
-            b["index"], b["threshold"], b["response"], b["outcome"]  # fmt: skip
+            b["index"],
+            b["threshold"],
+            b["response"],
+            b["outcome"],  # fmt: skip
         )
         assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-5)  # shards batch (pad) differently
     saved_metrics = json.loads((saved / "metrics.json").read_text())
@@ -294,12 +297,17 @@ def test_kill_and_resume_reproduce_the_uninterrupted_run(run, resumed):
     for step in again.rewards:
         for a, b in zip(again.rewards[step], run.rewards[step], strict=True):
             assert (a["completions"], a["rewards"]) == (b["completions"], b["rewards"]), step
-    want, got = load_file(str(run.out / "adapter_model.safetensors")), load_file(str(again.out / "adapter_model.safetensors"))
+    want, got = (
+        load_file(str(run.out / "adapter_model.safetensors")),
+        load_file(str(again.out / "adapter_model.safetensors")),
+    )
     assert want.keys() == got.keys()
     assert all((want[k] - got[k]).abs().max().item() <= 1e-6 for k in want)
     # the train log reads as one run: the killed run's step-3 row is replaced by the resumed one
     same = ("step", "loss", "reward", "groups/frac_reward_zero_std", "outcomes/abstain_rate")
     rows = [{k: r.get(k) for k in same} for r in train_rows(again.out) if "loss" in r]
     assert rows == [{k: r.get(k) for k in same} for r in train_rows(run.out) if "loss" in r]
-    history = [json.loads(line)["step"] for line in (again.out / "calibration" / "history.jsonl").read_text().splitlines()]
+    history = [
+        json.loads(line)["step"] for line in (again.out / "calibration" / "history.jsonl").read_text().splitlines()
+    ]
     assert history == [0, STEPS]

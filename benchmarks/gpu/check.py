@@ -279,7 +279,11 @@ def launched(s: Settings, work: Path, name: str, launch_config: str | None) -> d
     history = out / "calibration" / "history.jsonl"
     evals = [json.loads(line) for line in history.read_text().splitlines()] if history.is_file() else []
     data["calibration_evals"] = [{k: e.get(k) for k in ("step", "label", "ece", "error")} for e in evals]
-    data["launch_config"] = launch_config or "accelerate launch --cpu (dry run: no DeepSpeed)"
+    data["launch_config"] = (
+        f"accelerate launch --config_file {launch_config}"
+        if launch_config
+        else "accelerate launch --cpu (dry run: no DeepSpeed)"
+    )
     data["wall_s"] = round(time.perf_counter() - started, 1)
     return data
 
@@ -360,7 +364,7 @@ def markdown(report: dict[str, Any]) -> str:
         stage = st.get(name, {})
         if stage.get("ok"):
             r = stage["result"]
-            lines.append(f"| accelerate launch, {r['launch_config']} | {_num(r['step_s'], '.3f')} | "
+            lines.append(f"| {r['launch_config']} | {_num(r['step_s'], '.3f')} | "
                          f"{_num(r['tokens_per_s'], '.0f')} | {_num(r['peak_gpu_gib'], '.2f')} | "
                          f"{len(r['calibration_evals'])} calibration evals |")  # fmt: skip
     ev = st.get("eval", {})

@@ -86,7 +86,11 @@ def download(packages: dict[str, str], out: Path, python_version: str, glibc_min
     pip = [sys.executable, "-m", "pip"]
     binary = [f"{n}=={v}" for n, v in packages.items() if n != "deepspeed"]
     tags = ["--only-binary=:all:", "--python-version", python_version]
-    for tag in [*(f"manylinux_2_{minor}_x86_64" for minor in range(17, glibc_minor + 1)), "manylinux2014_x86_64", "any"]:
+    for tag in [
+        *(f"manylinux_2_{minor}_x86_64" for minor in range(17, glibc_minor + 1)),
+        "manylinux2014_x86_64",
+        "any",
+    ]:
         tags += ["--platform", tag]
     subprocess.run([*pip, "download", "--no-deps", *tags, "-d", str(out), *binary], check=True)
     if "deepspeed" in packages:  # sdist only on PyPI; a py3-none-any wheel (ops are compiled just in time)

@@ -311,3 +311,27 @@ def test_kill_and_resume_reproduce_the_uninterrupted_run(run, resumed):
         json.loads(line)["step"] for line in (again.out / "calibration" / "history.jsonl").read_text().splitlines()
     ]
     assert history == [0, STEPS]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_one_gpu_under_deepspeed_trains_and_evaluates(zero, shared, tmp_path):
+    """`accelerate launch --config_file launch/zero{2,3}.yaml --num_processes 1 -m rlcal.train` in bf16, with the
+    calibration callback (under ZeRO-3 it generates on gathered parameters) and no warm-up (refused under ZeRO-3)."""
+    pytest.importorskip("deepspeed")
+    recipe = yaml.safe_load(write_recipe(tmp_path, shared["model"], shared["qa"], "grpo").read_text())
+    recipe["warmup"] = {"steps": 0}
+    recipe["training"].update(use_cpu=False, bf16=True)
+    path = tmp_path / "zero.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    accelerate = [sys.executable, "-c", "from accelerate.commands.accelerate_cli import main; main()", "launch"]
+    flags = ["--config_file", str(ROOT / "launch" / f"{zero}.yaml"), "--num_processes", "1"]
+    flags += ["--main_process_port", str(free_port())]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "out"
+    command = [*accelerate, *flags, "-m", "rlcal.train", "--config", str(path), "--output_dir", str(out)]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, output_tail(proc)
+    history = [json.loads(line) for line in (out / "calibration" / "history.jsonl").read_text().splitlines()]
+    assert [h["label"] for h in history] == ["base", "final"] and all("error" not in h for h in history)
+    assert [r["step"] for r in train_rows(out) if "loss" in r] == list(range(1, STEPS + 1))

@@ -13,6 +13,20 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Skip `@pytest.mark.gpu` tests on a machine without a CUDA GPU (torch is imported only if there are any)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
 def toy_corpus(n_people: int = 200) -> list[str]:
     """Prompt-shaped text for training the fixture tokenizer: questions, dates, abstentions, all thresholds."""
     from rlcal.core.prompts import PromptTemplate

@@ -6,6 +6,7 @@ Nothing here loads a model or data; every failure must be one RlcalError naming 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -49,8 +50,54 @@ def test_sections_become_dataclasses_with_trl_training_args():
     assert r.reward.sampler().values == [0.5, 0.75]
     assert r.data.prompt_template().render("Q?", 0.5).endswith("Question: Q?\nAnswer:")
     assert r.calibration.data is None and r.warmup.steps == 0
-    # no GPU here: the recipe is resolved for CPU (TRL would otherwise default to bf16 and refuse to start)
-    assert r.training.use_cpu is True and r.training.bf16 is False
+
+
+def test_without_an_accelerator_the_recipe_is_resolved_for_cpu(monkeypatch):
+    """TRL defaults to bf16, which TrainingArguments refuses without a GPU: rlcal resolves such a run for CPU in
+    float32 and says so when the recipe asked for bf16. (Simulated absence: holds on a machine with a GPU too.)"""
+    from rlcal.training import config
+
+    monkeypatch.setattr(config, "has_accelerator", lambda: False)
+    r = recipe()
+    assert r.training.use_cpu is True and r.training.bf16 is False and r.training.fp16 is False
+    assert not r.notes
+    asked = recipe(["--bf16", "true"])
+    assert asked.training.use_cpu is True and asked.training.bf16 is False
+    assert any("no GPU found" in note for note in asked.notes)
+
+
+def test_use_cpu_in_the_recipe_is_kept_on_any_machine():
+    r = recipe(["--use_cpu", "true"])
+    assert r.training.use_cpu is True and r.training.bf16 is False  # whether or not this machine has a GPU
+
+
+VLLM_RECIPE = str(Path(__file__).resolve().parents[1] / "recipes/qwen2.5-7b/grpo/config_confidence_target_trivia_qa.yaml")
+
+
+def test_the_vllm_recipe_is_validated_without_a_gpu(monkeypatch):
+    """vLLM cannot run (or be installed) on a CPU machine, but its settings are still checked there."""
+    from rlcal.training import config
+
+    monkeypatch.setattr(config, "has_accelerator", lambda: False)
+    r = load_recipe(VLLM_RECIPE)
+    assert r.training.use_vllm is False and any("use_vllm needs a GPU" in n for n in r.notes)
+    assert r.training.vllm_mode == "colocate" and r.training.vllm_gpu_memory_utilization == 0.3
+    with pytest.raises(RlcalError, match="vllm_mode must be one of colocate, server"):
+        load_recipe(VLLM_RECIPE, ["--vllm_mode", "colocated"])
+    with pytest.raises(RlcalError, match="vllm_gpu_memory_utilization must be in"):
+        load_recipe(VLLM_RECIPE, ["--vllm_gpu_memory_utilization", "30"])
+
+
+@pytest.mark.gpu
+def test_the_vllm_recipe_keeps_vllm_on_a_gpu():
+    r = load_recipe(VLLM_RECIPE)
+    assert r.training.use_vllm is True and r.training.vllm_mode == "colocate"
+
+
+@pytest.mark.gpu
+def test_with_a_gpu_the_recipe_keeps_trl_defaults():
+    r = recipe()
+    assert r.training.use_cpu is False and r.training.bf16 is True and not r.notes
 
 
 def test_cli_overrides_win_over_yaml_and_are_typed():

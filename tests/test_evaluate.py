@@ -184,16 +184,26 @@ def test_compute_metrics_matches_the_metric_functions(case):
     json.dumps(m, allow_nan=False)  # JSON-ready
 
 
-@given(st.integers(0, 50), st.integers(1, 8))
+@settings(deadline=None)  # the first example imports accelerate
+@given(st.integers(1, 50), st.integers(1, 8))  # never 0 rows: an empty eval set is refused before sharding
 def test_shards_cover_every_row_once_with_equal_padded_length(n, world):
-    from rlcal.evaluation.evaluate import shard_bounds
+    from accelerate import PartialState
+
+    from rlcal.evaluation.evaluate import shard
+
+    class Process:  # accelerate's split on `world` processes, seen from process `rank`, without starting them
+        split_between_processes = PartialState.split_between_processes
+
+        def __init__(self, rank: int) -> None:
+            self.process_index, self.num_processes = rank, world
 
     covered, lengths = [], set()
     for rank in range(world):
-        start, real, per = shard_bounds(n, rank, world)
-        assert 0 <= real <= per
-        covered += range(start, start + real)
-        lengths.add(per)
+        indices, real = shard(Process(rank), n)
+        assert 0 <= real <= len(indices)
+        assert indices[:real] == list(range(indices[0], indices[0] + real))  # contiguous
+        covered += indices[:real]
+        lengths.add(len(indices))
     assert covered == list(range(n)) and len(lengths) == 1
 
 

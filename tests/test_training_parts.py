@@ -248,6 +248,24 @@ def test_jsonl_log_writes_one_row_per_event_on_the_main_process_only(tmp_path):
     assert path.read_text() == ""
 
 
+def test_jsonl_log_resumed_drops_the_rows_logged_after_the_checkpoint(tmp_path):
+    """A run killed after logging step 3 but saved at step 2 trains step 3 again: its first row must go."""
+    from rlcal.common.progress import JsonlLog
+
+    path = tmp_path / "train_log.jsonl"
+    killed = JsonlLog(path)
+    killed.on_train_begin(None, state(0), None)
+    for step in (1, 2, 3):
+        killed.on_log(None, state(step), None, logs={"loss": float(step)})
+    JsonlLog(path, append=True).on_train_begin(None, state(2, main=False), None)  # not the main process: untouched
+    assert len(path.read_text().splitlines()) == 3
+    resumed = JsonlLog(path, append=True)
+    resumed.on_train_begin(None, state(2), None)
+    resumed.on_log(None, state(3), None, logs={"loss": 30.0})
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows == [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 2.0}, {"step": 3, "loss": 30.0}]
+
+
 def test_stage_progress_prints_a_bar_not_dicts(capsys):
     from rlcal.common.progress import StageProgress
 

@@ -26,6 +26,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from rlcal.common.files import atomic_write_text
+
 # (postfix label, log key): the first `rewards/<name>/mean` stands for the reward, whatever the reward's name.
 POSTFIX_KEYS = (
     ("abstain", "outcomes/abstain_rate"),
@@ -102,7 +104,8 @@ class JsonlLog(TrainerCallback):
     """Every log event as one JSON line `{"step": ..., <the logged keys>}` (main process only).
 
     A fresh run starts a new file; a resumed one (`append=True`) continues the old one, so the file holds the whole
-    run."""
+    run. Rows the interrupted run logged after the checkpoint it resumes from are dropped first: those steps are
+    trained again, and the file then reads as if the run had never stopped."""
 
     def __init__(self, path: str | Path, append: bool = False) -> None:
         self.path = Path(path)
@@ -113,12 +116,25 @@ class JsonlLog(TrainerCallback):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.append:
                 self.path.write_text("", encoding="utf-8")
+            elif self.path.is_file():
+                lines = self.path.read_text(encoding="utf-8").splitlines()
+                kept = [line for line in lines if _row_step(line) <= state.global_step]
+                if len(kept) < len(lines):
+                    atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
             row = {"step": state.global_step, **{k: _finite(v) for k, v in logs.items()}}
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row, default=str) + "\n")
+
+
+def _row_step(line: str) -> float:
+    """The step of one train-log row (rows that do not parse are kept: -1)."""
+    try:
+        return float(json.loads(line).get("step", -1))
+    except (ValueError, AttributeError):
+        return -1
 
 
 def quiet_trainer(

@@ -166,19 +166,23 @@ def predict(
     return out
 
 
-def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int, int]:
-    """Contiguous shard of n rows for process `rank`: (start, real rows, padded length). Every process gets the same
-    padded length so all run the same number of batches (needed where generation holds collectives: ZeRO-3)."""
-    per = -(-n // world)
-    start = min(rank * per, n)
-    return start, min(per, n - start), per
+def shard(state: Any, n: int) -> tuple[list[int], int]:
+    """This process's share of n rows: (row indices to run, how many of them are real). accelerate's contiguous
+    `split_between_processes`, padded by repeating the last row so that every process runs the same number of
+    batches (needed where generation holds collectives: ZeRO-3); the first `real` indices are this process's own."""
+    indices = list(range(n))
+    with state.split_between_processes(indices) as mine:
+        real = len(mine)
+    with state.split_between_processes(indices, apply_padding=True) as padded:
+        return list(padded), real
 
 
 def _distributed_predict(rows: list[dict[str, Any]], run: Callable[..., list[dict[str, Any]]]) -> list[dict]:
-    """Split rows across accelerate processes, run each shard, gather every prediction on every process.
+    """Split rows across accelerate processes (`shard`), run each shard, gather every prediction on every process
+    (accelerate's `gather_object`, in process order: the rows' order).
 
-    Shards are padded (repeating a row) to equal length and the padding dropped before gathering. A failure on one
-    process is gathered too and re-raised everywhere, so no process is left waiting in a collective.
+    The padding is dropped before gathering. A failure on one process is gathered too and re-raised everywhere, so
+    no process is left waiting in a collective.
     """
     from accelerate import PartialState
     from accelerate.utils import gather_object
@@ -186,11 +190,10 @@ def _distributed_predict(rows: list[dict[str, Any]], run: Callable[..., list[dic
     state = PartialState()
     if state.num_processes == 1:
         return run(rows, 0)
-    start, real, per = shard_bounds(len(rows), state.process_index, state.num_processes)
-    shard = rows[start : start + real]
-    shard = shard + [shard[-1] if shard else rows[-1]] * (per - real)
+    indices, real = shard(state, len(rows))
+    start = indices[0]  # shards are contiguous; with no real row, the padding (dropped below)
     try:
-        preds = [p for p in run(shard, start) if p["index"] < start + real]
+        preds = [p for p in run([rows[i] for i in indices], start) if p["index"] < start + real]
         payload = [("ok", preds)]
     except Exception as exc:  # noqa: BLE001 - re-raised below on every process
         payload = [("error", f"process {state.process_index}: {type(exc).__name__}: {exc}")]
@@ -199,6 +202,7 @@ def _distributed_predict(rows: list[dict[str, Any]], run: Callable[..., list[dic
     if errors:
         raise RuntimeError("evaluation failed on " + "; ".join(errors))
     return [pred for _, preds in gathered for pred in preds]
+
 
 def evaluate_model(
     model: Any,

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlcal.common.errors import RlcalError
+from rlcal.common.files import atomic_write_text
 from rlcal.core.thresholds import DEFAULT_THRESHOLDS, check_threshold
 from rlcal.data.task import HeldOutSource
 from rlcal.evaluation import CONFIDENCE_METHODS
@@ -174,6 +175,8 @@ class CalibrationHook:
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step > 0:  # resumed: the base evaluation, if any, is on disk
+            if getattr(state, "is_world_process_zero", True):
+                self._drop_history_after(state.global_step)
             saved = self.output_dir / "step_0" / "metrics.json"
             if saved.is_file():
                 self.base_metrics = json.loads(saved.read_text())
@@ -282,6 +285,17 @@ class CalibrationHook:
             )
         except Exception:  # noqa: BLE001
             logger.exception("calibration eval at step %d: writing or logging the results failed", step)
+
+    def _drop_history_after(self, step: int) -> None:
+        """Forget the evaluations an interrupted run made after the checkpoint this run resumes from: those steps
+        are trained (and evaluated) again, so history.jsonl reads as if the run had never stopped."""
+        path = self.output_dir / "history.jsonl"
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        if len(kept) < len(lines):
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def _append_history(self, record: dict[str, Any]) -> None:
         self.history.append(record)

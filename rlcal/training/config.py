@@ -561,6 +561,8 @@ def validate(recipe: Recipe) -> None:
         raise RlcalError("training.temperature must be > 0 (GRPO samples completions)")
     if recipe.model.load_in_4bit and not recipe.model.use_peft:
         raise RlcalError("model.load_in_4bit needs model.use_peft: a 4-bit base model can only be trained via LoRA")
+    if args.use_vllm:  # checked even where a CPU run then switches vLLM off: a GPU run must not be the first to see it
+        _check_vllm(args)
     if args.use_vllm and not has_accelerator():
         recipe.notes.append("use_vllm needs a GPU; it is switched off for this CPU run")
         args.use_vllm = False
@@ -572,6 +574,18 @@ def validate(recipe: Recipe) -> None:
         _check_pretrain_recipe(recipe)
     if any(r == "wandb" for r in (args.report_to or [])) and recipe.wandb.mode == "disabled":
         recipe.notes.append("wandb.mode is disabled: nothing will be logged to W&B")
+
+
+VLLM_MODES = ("colocate", "server")
+
+
+def _check_vllm(args: Any) -> None:
+    """The vLLM settings TRL only reads once vLLM starts (on a GPU): mode and memory share."""
+    if args.vllm_mode not in VLLM_MODES:
+        raise RlcalError(f"training.vllm_mode must be one of {', '.join(VLLM_MODES)}, got {args.vllm_mode!r}")
+    share = args.vllm_gpu_memory_utilization
+    if args.vllm_mode == "colocate" and not 0 < share <= 1:
+        raise RlcalError(f"training.vllm_gpu_memory_utilization must be in (0, 1], got {share}")
 
 
 def _check_pretrain_recipe(recipe: Recipe) -> None:

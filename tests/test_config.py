@@ -274,7 +274,8 @@ def test_sections_share_the_task_field_declarations():
     task = spec(QATask, SOURCE_FIELDS + PROMPT_FIELDS + GRADING_FIELDS)
     assert [f.name for f in fields(DataArguments)] == list(SOURCE_FIELDS + PROMPT_FIELDS)
     assert spec(DataArguments, SOURCE_FIELDS + PROMPT_FIELDS) == {n: task[n] for n in SOURCE_FIELDS + PROMPT_FIELDS}
-    assert [f.name for f in fields(RewardArguments)] == ["name", "threshold", *GRADING_FIELDS]  # order kept
+    order = ["name", "threshold", "threshold_draws", "form", *GRADING_FIELDS]
+    assert [f.name for f in fields(RewardArguments)] == order  # order kept
     assert spec(RewardArguments, GRADING_FIELDS) == {n: task[n] for n in GRADING_FIELDS}
     held = spec(CalibrationEvalConfig, ROW_FIELDS)
     assert held.pop("max_samples")[1] == 256 and task.pop("max_samples")[1] is None
@@ -329,3 +330,14 @@ def test_calibration_keys_are_checked_like_every_section():
     assert recipe(["--calibration.split_column", "part"], calibration={"data": "x"}).calibration.split_column == "part"
     with pytest.raises(RlcalError, match="calibration.data is not set"):
         recipe().task("calibration")
+
+
+def test_reward_form_and_threshold_draws_are_validated():
+    from rlcal.training.config import RewardArguments
+
+    assert RewardArguments(name="confidence_target", form="bounded").reward_kwargs()["form"] == "bounded"
+    assert "form" not in RewardArguments(name="binary").reward_kwargs()  # the 0-1 reward has no form
+    for bad in ({"name": "binary", "form": "bounded"}, {"form": "scaled"}, {"threshold_draws": 0},
+                {"threshold_draws": 2.5}, {"threshold_draws": True}):  # fmt: skip
+        with pytest.raises(ValueError):
+            RewardArguments(**bad)

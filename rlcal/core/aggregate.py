@@ -130,41 +130,34 @@ def _interval(values: np.ndarray, level: float) -> list[float] | None:
     return [float(lo), float(hi)]
 
 
-def _question_index(records: Sequence[Record]) -> tuple[np.ndarray, int]:
+def _dense_ids(keys: Sequence[Hashable | None]) -> tuple[np.ndarray, int]:
+    """(dense integer id of each key in order of first appearance, number of ids); each None gets an id of its own."""
     ids: dict[Hashable, int] = {}
-    out = np.empty(len(records), dtype=np.int64)
+    out = np.empty(len(keys), dtype=np.int64)
     n = 0
-    for i, r in enumerate(records):
-        if r.question is None:
-            out[i] = n
+    for i, key in enumerate(keys):
+        j = None if key is None else ids.get(key)
+        if j is None:
+            j = n
             n += 1
-        else:
-            j = ids.get(r.question)
-            if j is None:
-                j = ids[r.question] = n
-                n += 1
-            out[i] = j
+            if key is not None:
+                ids[key] = j
+        out[i] = j
     return out, n
+
+
+def _question_index(records: Sequence[Record]) -> tuple[np.ndarray, int]:
+    return _dense_ids([r.question for r in records])
 
 
 def _cluster_index(records: Sequence[Record], q_index: np.ndarray, n_questions: int) -> tuple[np.ndarray, int]:
-    """(cluster of each question, number of clusters); a question without a cluster is its own."""
-    ids: dict[Hashable, int] = {}
-    out = np.full(n_questions, -1, dtype=np.int64)
-    n = 0
-    for r, q in zip(records, q_index, strict=True):
-        if out[q] >= 0:
-            continue
-        if r.cluster is None:
-            out[q] = n
-            n += 1
-        else:
-            j = ids.get(r.cluster)
-            if j is None:
-                j = ids[r.cluster] = n
-                n += 1
-            out[q] = j
-    return out, n
+    """(cluster of each question, number of clusters): a question's cluster is its first record's; a question
+    without a cluster is its own."""
+    first = np.full(n_questions, -1, dtype=np.int64)
+    for i, q in enumerate(q_index):
+        if first[q] < 0:
+            first[q] = i
+    return _dense_ids([records[i].cluster for i in first])
 
 
 def _behavioral_rows(

@@ -7,8 +7,9 @@ through mpirun. `--multi_gpu` starts them with torchrun; with CUDA hidden and `u
 join a gloo group.) `tests/distributed_probe.py` is `python -m rlcal.train` plus per-rank records of what each
 process's reward function saw and which files it wrote, so rlcal itself carries no test hook.
 
-One module-scoped run per trainer (SFT warm-up + 4 RL steps with the calibration callback, ~15 s) serves the
-assertions; a second pair of launches (killed after step 3, then resumed from checkpoint-2) checks resumption.
+One module-scoped run per trainer (SFT warm-up + 4 RL steps with the calibration callback, ~15-25 s) serves the
+assertions; a second pair of launches (killed after step 3, then resumed from checkpoint-2) checks resumption, for
+GRPO always and for RLOO with RLCAL_TEST_RLOO_RESUME=1 (CI time).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def launch(recipe: Path, out: Path, probe: Path, **env: str) -> subprocess.Compl
         "WANDB_MODE": "disabled",
         **env,
     }
-    return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
 
 
 def output_tail(proc: subprocess.CompletedProcess, n: int = 4000) -> str:
@@ -183,7 +184,11 @@ def run(request, shared, tmp_path_factory) -> Run:
 @pytest.fixture(scope="module")
 def resumed(run, shared) -> tuple[Run, list[str], Run]:
     """The same training killed when step 4 begins (step 3 ran, checkpoint-2 is the newest), then relaunched:
-    (the killed run, the checkpoints it left, the resumed run)."""
+    (the killed run, the checkpoints it left, the resumed run). For RLOO only with RLCAL_TEST_RLOO_RESUME=1: two
+    more launches (~40 s on 2 cores) would take the module past its CI budget; it passed when this test was written,
+    and GRPO's resume runs always (the resume path is the Trainer's, shared by both)."""
+    if run.trainer != "grpo" and not os.environ.get("RLCAL_TEST_RLOO_RESUME"):
+        pytest.skip(f"{run.trainer} kill-and-resume: set RLCAL_TEST_RLOO_RESUME=1 to run it (~40 s)")
     out = run.root / "killed"
     reuse_warmup(shared, out)
     killed = launch(run.recipe, out, run.root / "probe_killed", RLCAL_PROBE_EXIT_AT_STEP=str(STEPS - 1))
@@ -330,7 +335,7 @@ def test_one_gpu_under_deepspeed_trains_and_evaluates(zero, shared, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     out = tmp_path / "out"
     command = [*accelerate, *flags, "-m", "rlcal.train", "--config", str(path), "--output_dir", str(out)]
-    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, output_tail(proc)
     history = [json.loads(line) for line in (out / "calibration" / "history.jsonl").read_text().splitlines()]
     assert [h["label"] for h in history] == ["base", "final"] and all("error" not in h for h in history)

@@ -20,7 +20,7 @@ def test_dry_run_runs_every_stage_and_writes_the_report(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, str(CHECK), "--dry-run", "--out", str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     report = json.loads((tmp_path / "check.json").read_text())
     stages = report["stages"]

@@ -272,7 +272,7 @@ def launched(s: Settings, work: Path, name: str, launch_config: str | None) -> d
     cmd = [*accelerate, *flags, __file__, "--child", str(result), "--skip", str(s.skip_steps), "--config", str(recipe)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=s.budget_s)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=s.budget_s, stdin=subprocess.DEVNULL)
     if proc.returncode != 0 or not result.is_file():
         raise RuntimeError(f"accelerate launch ended with {proc.returncode}: {(proc.stdout + proc.stderr)[-3000:]}")
     data = json.loads(result.read_text())

@@ -162,7 +162,7 @@ def test_trainer_and_resume_are_top_level_overrides():
         (["--data.template", "{question} {bogus}"], {}, "bad placeholder"),
         (["--data.columns", "{answr: x}"], {}, "columns can map question, answer and aliases only"),
         (["--max_steps", "many"], {}, "invalid int value: 'many'"),
-        (["--trainer", "ppo"], {}, "trainer must be one of grpo, rloo"),
+        (["--trainer", "dpo"], {}, "trainer must be one of grpo, rloo, ppo"),
         (["--resume", "/no/such/checkpoint"], {}, "resume must be auto, never or an existing checkpoint"),
         (["--warmup.abstain_fraction", "1.5"], {}, "abstain_fraction must be in [0, 1]"),
         (["--wandb.mode", "sometimes"], {}, "mode must be one of online, offline, disabled"),

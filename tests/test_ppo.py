@@ -94,3 +94,69 @@ def test_clipped_value_loss_by_hand():
 def test_masked_mean_ignores_padding_and_survives_an_empty_mask():
     assert pm.masked_mean(t([[1.0, 3.0, 100.0]]), t([[1, 1, 0]])).item() == 2.0
     assert pm.masked_mean(t([[1.0]]), t([[0]])).item() == 0.0
+
+
+# ---- the `trainer: ppo` recipe section ---------------------------------------------------------------------------
+
+PPO_RAW = {
+    "trainer": "ppo",
+    "model": {"model_name_or_path": "some/model", "lora_r": 4, "lora_alpha": 8},
+    "data": {"source": "qa.jsonl", "split_filter": "rl_train"},
+    "reward": {"name": "confidence_target", "threshold": {"choice": [0.5, 0.75]}},
+    "training": {"output_dir": "out", "per_device_train_batch_size": 4, "num_generations": 1, "ppo_epochs": 2},
+}
+
+
+def ppo_recipe(overrides=(), **training):
+    from rlcal.training.config import parse_recipe
+
+    raw = {**PPO_RAW, "training": {**PPO_RAW["training"], **training}}
+    return parse_recipe(raw, list(overrides))
+
+
+def test_ppo_recipe_maps_epochs_and_minibatches_onto_trl_and_allows_one_generation():
+    from rlcal.training.config import PPOConfig
+
+    r = ppo_recipe(["--num_mini_batches", "3", "--gradient_accumulation_steps", "2", "--gamma", "0.9"])
+    args = r.training
+    assert isinstance(args, PPOConfig) and r.trainer == "ppo"
+    assert args.num_generations == 1 and args.gamma == 0.9 and args.lam == 0.95
+    # each of the 3 minibatches is one optimizer step of 4 x 2 accumulated completions; 2 passes per rollout
+    assert (args.num_iterations, args.steps_per_generation, args.generation_batch_size) == (2, 6, 24)
+    assert "scale_rewards" not in r.explicit["training"]  # PPO whitens its own advantages: no scaling key needed
+    assert ppo_recipe(num_generations=4).training.num_generations == 4
+
+
+def test_ppo_recipe_round_trips(tmp_path):
+    from rlcal.training.config import load_recipe
+
+    r = ppo_recipe(["--kl_coef", "0.2", "--num_mini_batches", "2"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(r.to_yaml())
+    again = load_recipe(path)
+    assert again.to_dict() == r.to_dict()
+    assert (again.training.kl_coef, again.training.steps_per_generation) == (0.2, 2)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--gamma", "1.5"], "gamma and lam must be in [0, 1]"),
+        (["--cliprange_value", "0"], "cliprange_value > 0"),
+        (["--ppo_epochs", "0"], "ppo_epochs and num_mini_batches must be >= 1"),
+        (["--value_head", "separate"], "value_head must be one of shared"),
+        (["--beta", "0.1"], "set kl_coef, not beta"),
+        (["--num_iterations", "3"], "set ppo_epochs and num_mini_batches"),
+        (["--generation_batch_size", "8"], "leave generation_batch_size unset"),
+        (["--num_generations", "3"], "num_generations (3) must divide the generation batch"),
+        (["--per_device_train_batch_size", "1"], "needs >= 2 completions per process"),
+        (["--model.use_peft", "false"], "trainer ppo needs model.use_peft"),
+        (["--ppo_epoch", "2"], "did you mean 'ppo_epochs'"),
+    ],
+)
+def test_bad_ppo_settings_are_one_clear_error(overrides, message):
+    from rlcal.common.errors import RlcalError
+
+    with pytest.raises(RlcalError) as info:
+        ppo_recipe(overrides)
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -2,13 +2,13 @@
 
     from rlcal.training.config import load_recipe
     recipe = load_recipe("recipes/toy/grpo/config_confidence_target.yaml", ["--training.learning_rate", "5e-5"])
-    recipe.training            # a trl.GRPOConfig (or RLOOConfig when `trainer: rloo`)
+    recipe.training            # a trl.GRPOConfig (RLOOConfig when `trainer: rloo`, PPOConfig when `trainer: ppo`)
     print(recipe.to_yaml())    # the resolved recipe (what `rlcal train --dry-run` prints)
 
 A recipe is a YAML mapping with these sections (every key optional except `model.model_name_or_path`,
 `data.source` and, for GRPO, `training.scale_rewards`):
 
-    trainer: grpo               # grpo | rloo (TRL's RLOOTrainer)
+    trainer: grpo               # grpo | rloo (TRL's RLOOTrainer) | ppo (PPO with a value head, rlcal.training.ppo)
     resume: auto                # auto (newest checkpoint in output_dir) | never | path/to/checkpoint
     model:       ModelArguments      - trl.ModelConfig (model_name_or_path, dtype, use_peft, lora_*, load_in_4bit)
                                        + pretrain_recipe (build the toy model when the model dir is missing)
@@ -16,7 +16,7 @@ A recipe is a YAML mapping with these sections (every key optional except `model
     reward:      RewardArguments     - name, threshold sampler spec, grader, abstain phrases
                  (data + reward.grader/abstain_phrases = the QA task, `rlcal.data.task.QATask`: `recipe.task()`)
     warmup:      WarmupArguments     - optional SFT warm-up that teaches the answer/"I don't know" format
-    training:    trl.GRPOConfig / trl.RLOOConfig fields, passed through unchanged
+    training:    trl.GRPOConfig / trl.RLOOConfig fields (PPOConfig: GRPOConfig + PPO's gamma, lam, kl_coef, ...)
     wandb:       WandbArguments      - project, entity, name, tags, mode
     calibration: rlcal.training.callbacks.CalibrationEvalConfig
 
@@ -59,9 +59,7 @@ from rlcal.data.task import (
 )
 from rlcal.training.callbacks import CalibrationEvalConfig
 
-TRAINERS: dict[str, type] = {"grpo": GRPOConfig, "rloo": RLOOConfig}
-# The advantage-scaling knob each trainer must have set explicitly (see docs/training.md for why it matters).
-SCALING_KEY = {"grpo": "scale_rewards", "rloo": "normalize_advantages"}
+VALUE_HEADS = ("shared",)
 TOP_LEVEL_KEYS = ("trainer", "resume")
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -251,6 +249,85 @@ class WandbArguments:
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in WANDB_MODES:
             raise ValueError(f"mode must be one of {', '.join(WANDB_MODES)}, got {self.mode!r}")
+
+
+@dataclass
+class PPOConfig(GRPOConfig):
+    """The `training:` section of `trainer: ppo`: TRL's GRPOConfig (generation, vLLM, logging, checkpoints, and
+    `epsilon` / `epsilon_high` as the policy clip range) plus PPO's own knobs. Run by `rlcal.training.ppo`.
+
+    A rollout is the generation batch, per_device_train_batch_size x processes x gradient_accumulation_steps x
+    num_mini_batches completions; each of its num_mini_batches minibatches is one optimizer step, ppo_epochs times
+    over (TRL's steps_per_generation and num_iterations, set from these). GRPO's advantage knobs (scale_rewards,
+    loss_type, beta) play no part: the critic is the baseline and the KL to the reference sits in the reward.
+    """
+
+    gamma: float = field(default=1.0, metadata={"help": "PPO: discount per completion token (GAE's gamma)."})
+    lam: float = field(default=0.95, metadata={"help": "PPO: GAE's lambda (1 = Monte-Carlo returns, 0 = TD(0))."})
+    kl_coef: float = field(
+        default=0.05,
+        metadata={
+            "help": "PPO: weight of the per-token KL penalty -kl_coef * (log p - log p_ref) in the reward; the "
+            "reference is the model with its LoRA adapter disabled."
+        },
+    )
+    cliprange_value: float = field(
+        default=0.2, metadata={"help": "PPO: how far a value may move from its rollout value before it is clipped."}
+    )
+    vf_coef: float = field(default=0.1, metadata={"help": "PPO: weight of the value loss in the total loss."})
+    ppo_epochs: int = field(default=4, metadata={"help": "PPO: passes over each rollout."})
+    num_mini_batches: int = field(
+        default=1, metadata={"help": "PPO: optimizer steps per pass over a rollout (the rollout is split this way)."}
+    )
+    whiten_advantages: bool = field(
+        default=True, metadata={"help": "PPO: normalise the advantages of each rollout to mean 0, std 1."}
+    )
+    value_head: str = field(
+        default="shared",
+        metadata={
+            "help": "PPO: the critic. `shared`: a scalar linear head on the policy's last hidden state (the LoRA "
+            "trunk is shared), saved beside the adapter as value_head.safetensors."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0):
+            raise ValueError(f"gamma and lam must be in [0, 1], got {self.gamma} and {self.lam}")
+        if self.kl_coef < 0 or self.vf_coef < 0 or self.cliprange_value <= 0:
+            raise ValueError("kl_coef and vf_coef must be >= 0 and cliprange_value > 0")
+        if self.ppo_epochs < 1 or self.num_mini_batches < 1:
+            raise ValueError(
+                f"ppo_epochs and num_mini_batches must be >= 1, got {self.ppo_epochs}, {self.num_mini_batches}"
+            )
+        if self.value_head not in VALUE_HEADS:
+            raise ValueError(
+                f"value_head must be one of {', '.join(VALUE_HEADS)} (a separate critic model is not implemented), "
+                f"got {self.value_head!r}"
+            )
+        if self.beta != 0.0:
+            raise ValueError("PPO puts the KL to the reference in the reward: set kl_coef, not beta")
+        steps = self.num_mini_batches * self.gradient_accumulation_steps
+        if self.num_iterations not in (1, self.ppo_epochs) or self.steps_per_generation not in (None, steps):
+            raise ValueError("PPO sets num_iterations and steps_per_generation: set ppo_epochs and num_mini_batches")
+        if self.generation_batch_size is not None:
+            raise ValueError("PPO's rollout size comes from num_mini_batches: leave generation_batch_size unset")
+        self.num_iterations, self.steps_per_generation = self.ppo_epochs, steps
+        single = self.num_generations == 1  # allowed: the critic, not a group of siblings, is PPO's baseline
+        if single:
+            # GRPOConfig refuses one generation; give it a group size that divides the generation batch, then undo.
+            if self.per_device_train_batch_size * steps < 2:
+                raise ValueError("PPO whitens advantages over a rollout: it needs >= 2 completions per process")
+            self.num_generations = self.per_device_train_batch_size * steps
+            self.num_generations_eval = self.num_generations_eval or 1
+        super().__post_init__()
+        if single:
+            self.num_generations = 1
+
+
+TRAINERS: dict[str, type] = {"grpo": GRPOConfig, "rloo": RLOOConfig, "ppo": PPOConfig}
+# The advantage-scaling knob each trainer must have set explicitly (see docs/training.md for why it matters); PPO
+# has none: it whitens the GAE advantages of each rollout (training.whiten_advantages).
+SCALING_KEY = {"grpo": "scale_rewards", "rloo": "normalize_advantages"}
 
 
 SECTIONS: dict[str, type] = {
@@ -448,12 +525,12 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _check_generation_batch(kwargs: dict[str, Any]) -> None:
+def _check_generation_batch(kwargs: dict[str, Any], trainer: str = "grpo") -> None:
     """num_generations must divide the generation batch: say so in rlcal's words before TRL says it in its own."""
     g = kwargs.get("num_generations")
     if not g:
         return
-    if g < 2:
+    if g < 2 and trainer != "ppo":  # PPO's baseline is its critic: one completion per prompt is enough
         raise RlcalError(f"training.num_generations must be >= 2 (GRPO compares completions of a prompt), got {g}")
     world = _world_size()
     if kwargs.get("generation_batch_size"):
@@ -466,15 +543,18 @@ def _check_generation_batch(kwargs: dict[str, Any]) -> None:
             f"per_device_train_batch_size {kwargs['per_device_train_batch_size']} x {world} processes x "
             f"{steps_name} {steps}"
         )
+        if trainer == "ppo" and not kwargs.get("steps_per_generation"):  # PPOConfig sets it from num_mini_batches
+            batch *= kwargs.get("num_mini_batches") or 1
+            how += f" x num_mini_batches {kwargs.get('num_mini_batches') or 1}"
     if batch % g:
         raise RlcalError(f"training.num_generations ({g}) must divide the generation batch ({how} = {batch})")
 
 
-def _training_adjust(notes: list[str]):
+def _training_adjust(notes: list[str], trainer: str = "grpo"):
     """Resolve CPU runs: TRL defaults to bf16, which TrainingArguments rejects without an accelerator."""
 
     def adjust(kwargs: dict[str, Any], explicit: set[str]) -> set[str]:
-        _check_generation_batch(kwargs)
+        _check_generation_batch(kwargs, trainer)
         if has_accelerator() or kwargs.get("use_cpu"):
             if kwargs.get("use_cpu") and kwargs.get("bf16") is None:
                 kwargs["bf16"] = False
@@ -515,11 +595,11 @@ def parse_recipe(raw: Mapping[str, Any], overrides: Sequence[str] = (), path: st
         parsed[name], explicit[name] = _parse_section(name, cls, raw.get(name) or {}, routed[name])
     notes: list[str] = []
     training_raw = dict(raw.get("training") or {})
-    scaling = SCALING_KEY[trainer]
+    scaling = SCALING_KEY.get(trainer)
     training, explicit["training"] = _parse_section(
-        "training", trainer_cls, training_raw, routed["training"], adjust=_training_adjust(notes)
+        "training", trainer_cls, training_raw, routed["training"], adjust=_training_adjust(notes, trainer)
     )
-    if scaling not in explicit["training"]:
+    if scaling and scaling not in explicit["training"]:
         raise RlcalError(
             f"training.{scaling} must be set explicitly: per-group std scaling changes what the calibrated reward "
             f"optimises (see docs/training.md); for confidence targets use `batch` or `none`"
@@ -559,6 +639,8 @@ def validate(recipe: Recipe) -> None:
         raise RlcalError("training.max_completion_length must be > 0")
     if args.temperature <= 0:
         raise RlcalError("training.temperature must be > 0 (GRPO samples completions)")
+    if recipe.trainer == "ppo" and not recipe.model.use_peft:
+        raise RlcalError("trainer ppo needs model.use_peft: its reference policy is the model with the adapter off")
     if recipe.model.load_in_4bit and not recipe.model.use_peft:
         raise RlcalError("model.load_in_4bit needs model.use_peft: a 4-bit base model can only be trained via LoRA")
     if args.use_vllm:  # checked even where a CPU run then switches vLLM off: a GPU run must not be the first to see it

@@ -1,4 +1,5 @@
-"""The TRL trainers rlcal trains with: GRPOTrainer / RLOOTrainer plus a per-group zero-variance metric and monitor.
+"""The TRL trainers rlcal trains with: GRPOTrainer / RLOOTrainer plus a per-group zero-variance metric and monitor
+(and `trainer: ppo`, a GRPOTrainer subclass in rlcal.training.ppo).
 
     from rlcal.training.trainers import build_trainer, resolve_checkpoint, trainer_class
     trainer = build_trainer(recipe, model_path, dataset, reward_funcs, callbacks)   # LoRA, reward, recipe args
@@ -75,13 +76,18 @@ def with_group_metric(base: type) -> type:
 
 
 def trainer_class(name: str) -> type:
-    """TRL's GRPOTrainer / RLOOTrainer, logging one more number: `groups/frac_reward_zero_std`.
+    """TRL's GRPOTrainer / RLOOTrainer, logging one more number: `groups/frac_reward_zero_std`; for "ppo", the
+    GRPOTrainer subclass of `rlcal.training.ppo` (PPO with a value head).
 
     That is the share of prompt groups whose completions all got the same reward, so every advantage in the group
     is zero and the prompt teaches nothing. TRL's own `frac_reward_zero_std` is this number for
     scale_rewards group/none and for RLOO, but under `scale_rewards: batch` it tests the std of the whole batch
     (almost never zero), which would hide a dead learning signal; this one is per group whatever the scaling.
     """
+    if name == "ppo":
+        from rlcal.training.ppo import ppo_trainer_class
+
+        return ppo_trainer_class()
     from trl import GRPOTrainer, RLOOTrainer
 
     return with_group_metric(GRPOTrainer if name == "grpo" else RLOOTrainer)
@@ -126,7 +132,8 @@ def resolve_checkpoint(recipe: Recipe) -> str | None:
 
 
 def build_trainer(recipe: Recipe, model_path: str, dataset, reward_funcs: list[Any], callbacks: list[Any] = ()):
-    """The TRL trainer for the recipe (GRPOTrainer or RLOOTrainer) with LoRA and the calibrated reward."""
+    """The TRL trainer for the recipe (GRPOTrainer, RLOOTrainer or rlcal's PPO one) with LoRA and the calibrated
+    reward."""
     from trl import get_peft_config, get_quantization_config
 
     from rlcal.training.models import load_tokenizer, model_init_kwargs

@@ -1,0 +1,149 @@
+"""`trainer: ppo` end to end on the tiny local model (CPU): KL to the reference is 0 at the first rollout, PPO steps
+move both the LoRA adapter and the value head, the value head is saved beside the adapter and in checkpoints and is
+loaded back on resume, and an incompatible TRL is refused. The PPO arithmetic itself is tested in tests/test_ppo.py.
+
+One module-scoped run (4 PPO steps, no warm-up) serves most assertions, so the file stays well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rlcal.common.errors import RlcalError
+from rlcal.training import train as train_mod
+from rlcal.training.config import parse_recipe
+
+
+def write_qa(path: Path, n: int = 40) -> Path:
+    with path.open("w") as fh:
+        for i in range(n):
+            answer = f"{i % 28 + 1:02d}-{i % 12 + 1:02d}"
+            row = {"question": f"When was Person {i} born?", "answer": answer, "aliases": [], "split": "rl_train"}
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def ppo_raw(model_dir: str, qa: Path, out: Path, **training) -> dict:
+    return {
+        "trainer": "ppo",
+        "model": {"model_name_or_path": model_dir, "lora_r": 4, "lora_alpha": 16, "lora_dropout": 0.0},
+        "data": {"source": str(qa), "split_filter": "rl_train"},
+        # bounded confidence targets give the (always wrong) random nano model -1 per answer: a target for the critic
+        "reward": {"name": "confidence_target", "threshold": {"choice": [0.5, 0.75]}, "form": "bounded"},
+        "training": {
+            "output_dir": str(out),
+            "seed": 0,
+            "max_steps": 4,
+            "learning_rate": 1e-2,
+            "per_device_train_batch_size": 8,
+            "num_generations": 1,
+            "ppo_epochs": 2,
+            "kl_coef": 0.1,
+            "max_completion_length": 6,
+            "temperature": 1.0,
+            "activation_checkpointing": False,
+            "logging_steps": 1,
+            "save_steps": 2,
+            "report_to": [],
+            **training,
+        },
+        "wandb": {"mode": "disabled"},
+    }
+
+
+def tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ppo")
+    raw = ppo_raw(tiny_model_dir, write_qa(root / "qa.jsonl"), root / "out")
+    result = train_mod.train(parse_recipe(raw))
+    return {"result": result, "raw": raw, "out": Path(result.output_dir)}
+
+
+def logged(out: Path) -> list[dict]:
+    summary = json.loads((out / "train_summary.json").read_text())
+    return [row for row in summary["log_history"] if "loss" in row]
+
+
+def test_kl_to_the_reference_is_zero_at_the_first_rollout(run):
+    rows = logged(run["out"])
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    # step 1 scores the first rollout: the fresh adapter (B = 0) is exactly the adapter-disabled reference
+    assert rows[0]["kl"] == 0.0
+    # ppo_epochs 2: step 3 scores the second rollout, sampled after two updates: now the policy has moved
+    assert rows[2]["kl"] != 0.0
+    for key in ("ppo/policy_loss", "ppo/value_loss", "ppo/clipfrac", "ppo/value_clipfrac", "entropy"):
+        assert all(key in r for r in rows), key  # every optimizer step
+    for key in ("kl", "ppo/values_mean", "ppo/returns_mean", "reward", "outcomes/abstain_rate"):
+        assert [key in r for r in rows] == [True, False, True, False], key  # once per rollout
+    assert rows[0]["ppo/values_mean"] == 0.0 and rows[2]["ppo/values_mean"] < 0  # the head starts at 0, learns -1s
+
+
+def test_ppo_steps_change_the_adapter_and_the_value_head(run):
+    out = run["out"]
+    final = tensors(out / "adapter_model.safetensors")
+    mid = tensors(out / "checkpoint-2" / "adapter_model.safetensors")
+    b_keys = [k for k in final if "lora_B" in k]
+    assert b_keys and any(final[k].abs().max().item() > 0 for k in b_keys)  # PEFT starts B at 0
+    assert any(not final[k].equal(mid[k]) for k in final)
+    head, head_mid = tensors(out / "value_head.safetensors"), tensors(out / "checkpoint-2" / "value_head.safetensors")
+    assert set(head) == {"weight", "bias"} and head["weight"].shape[0] == 1
+    assert head["weight"].abs().max().item() > 0  # the head starts at 0: PPO's value loss moved it
+    assert not head["weight"].equal(head_mid["weight"])  # and kept moving between steps 2 and 4
+
+
+def test_value_head_is_saved_and_loaded_back(run, tiny_model_dir):
+    import torch
+
+    from rlcal.training.ppo import load_value_head, save_value_head
+
+    saved = tensors(run["out"] / "value_head.safetensors")
+    head = torch.nn.Linear(saved["weight"].shape[1], 1)
+    load_value_head(head, run["out"])
+    assert head.weight.equal(saved["weight"]) and head.bias.equal(saved["bias"])
+    with torch.no_grad():
+        head.bias.add_(1.0)
+    again = torch.nn.Linear(saved["weight"].shape[1], 1)
+    load_value_head(again, save_value_head(head, run["out"] / "copy").parent)
+    assert again.bias.equal(saved["bias"] + 1.0)
+    with pytest.raises(RlcalError, match="no value head"):
+        load_value_head(head, tiny_model_dir)
+
+
+def test_resume_restores_the_value_head_from_the_checkpoint(run, monkeypatch):
+    from rlcal.training import ppo
+
+    raw = dict(run["raw"], training=dict(run["raw"]["training"], max_steps=6))
+    loaded = []
+    real = ppo.load_value_head
+    monkeypatch.setattr(ppo, "load_value_head", lambda head, d: (loaded.append(Path(d).name), real(head, d))[1])
+    result = train_mod.train(parse_recipe(raw))
+    assert result.resumed_from.endswith("checkpoint-4") and loaded == ["checkpoint-4"]
+    assert (Path(result.output_dir) / "checkpoint-6" / "value_head.safetensors").is_file()
+
+
+def test_an_incompatible_trl_is_refused():
+    from rlcal.training.ppo import check_hooks
+
+    class Changed:
+        def _generate_and_score_completions(self, batch):  # renamed parameter
+            return batch
+
+        def _get_per_token_logps_and_entropies(
+            self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False
+        ):
+            return None
+
+    with pytest.raises(RlcalError, match=r"_generate_and_score_completions\(batch\).*install trl"):
+        check_hooks(Changed)
+    del Changed._generate_and_score_completions
+    with pytest.raises(RlcalError, match="has no _generate_and_score_completions"):
+        check_hooks(Changed)

@@ -4,6 +4,7 @@ says at the top how to launch it."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ def rel(path: Path) -> str:
 def test_there_are_toy_and_real_model_recipes():
     names = {rel(p) for p in TRAIN_RECIPES}
     assert {"recipes/toy/grpo/config_confidence_target.yaml", "recipes/toy/grpo/config_binary.yaml"} <= names
+    assert {"recipes/toy/ppo/config_confidence_target.yaml", "recipes/toy/ppo/config_binary.yaml"} <= names
     assert any("llama3.1-8b" in n and "zero3" in n for n in names)
     assert any("qwen2.5-0.5b" in n for n in names) and any("qwen2.5-7b" in n for n in names)
 
@@ -31,10 +33,13 @@ def test_there_are_toy_and_real_model_recipes():
 def test_training_recipe_parses_and_validates(path, monkeypatch):
     monkeypatch.chdir(ROOT)  # recipes use paths relative to the repository root
     recipe = load_recipe(rel(path))
-    assert recipe.trainer in ("grpo", "rloo")
-    scaling = "scale_rewards" if recipe.trainer == "grpo" else "normalize_advantages"
-    assert scaling in recipe.explicit["training"]  # the advantage scaling is a deliberate choice in every recipe
-    assert recipe.training.num_generations >= 2
+    assert recipe.trainer in ("grpo", "rloo", "ppo")
+    if recipe.trainer == "ppo":  # GAE advantages, whitened per rollout; the critic is the baseline
+        assert recipe.training.whiten_advantages and recipe.training.num_generations >= 1
+    else:
+        scaling = "scale_rewards" if recipe.trainer == "grpo" else "normalize_advantages"
+        assert scaling in recipe.explicit["training"]  # the advantage scaling is a deliberate choice in every recipe
+        assert recipe.training.num_generations >= 2
     assert recipe.output_dir.parts[0] == "outputs"
     if "toy" in path.parts:
         # on a fresh checkout the toy model is built by the pretrain recipe the training recipe names
@@ -52,6 +57,22 @@ def test_recipe_header_shows_its_launch_command(path):
     assert re.search(r"rlcal train|accelerate launch|sbatch", text)
     for config in re.findall(r"launch/[\w.]+\.(?:yaml|sh)", text):
         assert (ROOT / config).is_file(), config
+
+
+def test_ppo_toy_recipes_match_their_grpo_twins():
+    """Same data, reward, warm-up and completion budget as the GRPO recipe of the same name; only the trainer differs."""
+    for name in ("config_binary.yaml", "config_confidence_target.yaml"):
+        ppo, grpo = load_recipe(ROOT / "recipes/toy/ppo" / name), load_recipe(ROOT / "recipes/toy/grpo" / name)
+        for section in ("model", "data", "reward"):
+            assert getattr(ppo, section) == getattr(grpo, section), section
+        # calibration evals as often per completion: every 100 PPO steps (2 per rollout) = every 50 GRPO steps
+        assert replace(ppo.calibration, every_n_steps=50) == grpo.calibration
+        assert ppo.warmup.steps == grpo.warmup.steps and ppo.warmup.abstain_on == grpo.warmup.abstain_on
+        completions = {
+            r.trainer: r.training.max_steps // r.training.num_iterations * r.training.generation_batch_size
+            for r in (ppo, grpo)
+        }
+        assert completions["ppo"] == completions["grpo"]
 
 
 def test_the_pretrain_recipe_parses():

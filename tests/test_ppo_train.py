@@ -130,6 +130,36 @@ def test_resume_restores_the_value_head_from_the_checkpoint(run, monkeypatch):
     assert (Path(result.output_dir) / "checkpoint-6" / "value_head.safetensors").is_file()
 
 
+class Killed(Exception):
+    pass
+
+
+def test_kill_and_resume_reproduce_the_uninterrupted_run(run, monkeypatch):
+    """Killed when step 4 begins (step 3 ran, checkpoint-2 is the newest, at a rollout boundary), then resumed:
+    the adapter and the value head at step 4 are bit for bit those of the uninterrupted run."""
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise Killed
+
+    real = train_mod.build_callbacks
+    out = run["out"].parent / "killed"
+    raw = dict(run["raw"], training=dict(run["raw"]["training"], output_dir=str(out)))
+    with monkeypatch.context() as mp:
+        mp.setattr(train_mod, "build_callbacks", lambda recipe: [*real(recipe), Kill()])
+        with pytest.raises(Killed):
+            train_mod.train(parse_recipe(raw))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    result = train_mod.train(parse_recipe(raw))
+    assert result.resumed_from.endswith("checkpoint-2")
+    want = run["out"] / "checkpoint-4"  # written by the uninterrupted run (the resume test above only adds to it)
+    for name in ("adapter_model.safetensors", "value_head.safetensors"):
+        a, b = tensors(want / name), tensors(out / name)
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), name
+
+
 def test_an_incompatible_trl_is_refused():
     from rlcal.training.ppo import check_hooks
 

@@ -118,6 +118,47 @@ def test_value_head_is_saved_and_loaded_back(run, tiny_model_dir):
         load_value_head(head, tiny_model_dir)
 
 
+def test_eval_confidence_critic_reads_the_value_at_the_end_of_the_t0_prompt(run, tiny_model_dir, tmp_path, capsys):
+    import torch
+
+    from rlcal.cli import main as cli_main
+    from rlcal.core.prompts import PromptTemplate
+    from rlcal.evaluation.critic import critic_values, load_critic
+    from rlcal.evaluation.models import load_model
+
+    out, qa = run["out"], run["raw"]["data"]["source"]
+    meta = json.loads((out / "value_head.json").read_text())
+    assert (meta["value_correct"], meta["value_wrong"]) == (1.0, -1.0)  # bounded confidence targets at t = 0
+    common = ["--adapter", str(out), "--data", qa, "--confidence", "critic", "--thresholds", "0,0.5", "--bootstrap", "0"]
+    common += ["--max-new-tokens", "6", "--device", "cpu"]
+    assert cli_main(["eval", *common, "--out", str(tmp_path / "prompt")]) == 0
+    assert cli_main(["eval", *common, "--policy", "posthoc", "--out", str(tmp_path / "posthoc")]) == 0
+    metrics = json.loads((tmp_path / "prompt" / "metrics.json").read_text())
+    assert metrics["confidence_method"] == "critic"
+    preds = [json.loads(line) for line in (tmp_path / "prompt" / "predictions.jsonl").read_text().splitlines()]
+    t0 = [p for p in preds if p["threshold"] == 0.0]
+    assert len(t0) == 40 and all("critic_value" not in p for p in preds if p["threshold"] != 0.0)
+    for p in t0:  # confidence = (V - value_wrong) / (value_correct - value_wrong), clipped
+        assert p["confidence"] == pytest.approx(min(1.0, max(0.0, (p["critic_value"] + 1.0) / 2.0)))
+    # the batched, left-padded values are the head on one unpadded prompt's last hidden state
+    model, tokenizer = load_model(tiny_model_dir, str(out), "cpu")
+    critic = load_critic(out)
+    prompt = PromptTemplate().render(t0[3]["question"], 0.0)
+    ids = tokenizer(prompt)["input_ids"]
+    with torch.no_grad():
+        hidden = model.get_base_model().model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+        alone = critic.head(hidden).item()
+    assert alone == pytest.approx(t0[3]["critic_value"], abs=1e-5)
+    assert critic_values(model, critic, [ids]) == [pytest.approx(alone, abs=1e-6)]
+    # posthoc: one reply at t = 0, withheld at t = 0.5 iff the critic's confidence is <= 0.5
+    posthoc = [json.loads(line) for line in (tmp_path / "posthoc" / "predictions.jsonl").read_text().splitlines()]
+    at_half = [p for p in posthoc if p["threshold"] == 0.5]
+    assert at_half and all(p["withheld"] == (p["confidence"] <= 0.5) for p in at_half if p["response"])
+    capsys.readouterr()
+    assert cli_main(["eval", "--model", tiny_model_dir, *common[2:], "--out", str(tmp_path / "none")]) == 2
+    assert "--confidence critic needs a value head" in capsys.readouterr().err
+
+
 def test_resume_restores_the_value_head_from_the_checkpoint(run, monkeypatch):
     from rlcal.training import ppo
 

@@ -219,7 +219,14 @@ def run(args: argparse.Namespace) -> int:
     model_path, adapter = eval_model(args, recipe)
 
     dataset = task.load(seed=args.seed)
+    critic = None
+    if args.confidence == "critic":  # before the model loads: a run without a value head fails at once
+        from rlcal.evaluation.critic import load_critic
+
+        critic = load_critic(adapter or model_path)
     model, tokenizer = load_model(model_path, adapter, args.device, args.dtype, args.tokenizer)
+    if critic is not None:
+        critic.head.to(next(model.parameters()).device)
     metrics, predictions = evaluate_model(
         model,
         tokenizer,
@@ -236,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         answer_span=args.answer_span,
         seed=args.seed,
         policy=args.policy,
+        critic=critic,
     )
     metrics["source"] = {
         "model": model_path,

@@ -87,6 +87,7 @@ def predict(
     on_batch: Callable[[int], Any] | None = None,
     index_offset: int = 0,
     policy: str = "prompt",
+    critic: Any = None,
 ) -> list[dict[str, Any]]:
     """Generate, grade and score confidence for every (row, t): one prediction dict each, ordered by row then t.
 
@@ -96,7 +97,8 @@ def predict(
 
     `answer_prob` (and its normalised variant) is recorded for every answer; `confidence` is the chosen method's
     value. `agreement` samples only at the t = 0 prompt (the one calibration is measured at): k extra generations
-    per question, not per threshold.
+    per question, not per threshold; `critic` (which needs `critic`, a `rlcal.evaluation.critic.Critic`) likewise
+    reads the value head at the t = 0 prompt only, and records the raw value as `critic_value`.
     """
     from rlcal.evaluation.confidence import encode_prompts, greedy_generate, sample_agreement, verbal_confidence
 
@@ -127,6 +129,16 @@ def predict(
             on_batch=on_batch,
         )
         agreement = dict(zip(t0, shares, strict=True))
+    critic_value: dict[int, float] = {}
+    if confidence_method == "critic":
+        from rlcal.evaluation.confidence import pad_token_id
+        from rlcal.evaluation.critic import critic_values
+
+        if critic is None:
+            raise RlcalError("confidence method critic needs the value head of a `trainer: ppo` run (critic=...)")
+        t0 = [k for k, (_, t) in enumerate(items) if t == 0.0]
+        values = critic_values(model, critic, [prompt_ids[k] for k in t0], batch_size, pad_token_id(model, tokenizer))
+        critic_value = dict(zip(t0, values, strict=True))
     verbal = verbal_confidence(responses) if confidence_method == "verbal" else [None] * len(items)
     out = []
     for k, ((i, t), gen) in enumerate(zip(items, generations, strict=True)):
@@ -137,6 +149,7 @@ def predict(
             "answer_prob_norm": gen.answer_prob_norm,
             "agreement": agreement.get(k),
             "verbal": verbal[k],
+            "critic": critic.confidence(critic_value[k]) if k in critic_value else None,
         }[confidence_method]
         record = {
             "index": index_offset + i,
@@ -154,6 +167,8 @@ def predict(
             "answer_logprob": gen.logprob,
             "n_answer_tokens": gen.span,
         }
+        if k in critic_value:
+            record["critic_value"] = critic_value[k]
         if policy == "prompt":
             out.append(record)
             continue
@@ -222,6 +237,7 @@ def evaluate_model(
     distributed: bool = True,
     n_resamples: int = DEFAULT_RESAMPLES,
     policy: str = "prompt",
+    critic: Any = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate calibration and behavioral calibration of `model` on `dataset` (rows with question/answer/aliases).
 
@@ -229,6 +245,7 @@ def evaluate_model(
     `policy` (`prompt` | `posthoc`) is how the decision at each t is made (see `predict`). With
     `distributed` (default) questions are split across accelerate processes and every process gets all results;
     a single process just runs them. `progress` shows a tqdm bar on the main process (a string sets its label).
+    `critic` (`rlcal.evaluation.critic.load_critic`) is needed by, and only by, confidence_method="critic".
     The model is used as given (eval mode, no gradients); callers handle adapters and parameter gathering.
     """
     from tqdm.auto import tqdm
@@ -268,6 +285,7 @@ def evaluate_model(
                 on_batch=bar.update,
                 index_offset=offset,
                 policy=policy,
+                critic=critic,
             )
 
     was_training = getattr(model, "training", False)

@@ -79,6 +79,8 @@ class CalibrationEvalConfig(HeldOutSource):
         self.thresholds = [check_threshold(t) for t in self.thresholds]
         if self.confidence not in CONFIDENCE_METHODS:
             raise ValueError(f"calibration.confidence must be one of {CONFIDENCE_METHODS}, got {self.confidence!r}")
+        if self.confidence == "critic":  # the hook evaluates the policy mid-run; the value head is read after it
+            raise ValueError("calibration.confidence critic is for `rlcal eval` on a saved `trainer: ppo` run")
         if self.answer_span not in ("line", "full"):
             raise ValueError(f"calibration.answer_span must be 'line' or 'full', got {self.answer_span!r}")
         if self.table_rows < 0:

@@ -12,8 +12,9 @@ the PEFT adapter, logging, checkpoints. This class changes two things:
   (`rlcal.training.ppo_math`: KL-penalised token rewards, GAE, whitening);
 - the loss (`compute_loss`) is PPO's clipped policy loss plus vf_coef x the clipped value loss.
 The value head is a `torch.nn.Linear(hidden, 1)` registered on the PEFT model, so the optimizer trains it and DDP
-syncs it like the adapter; it is saved as value_head.safetensors (`save_model`, hence every checkpoint too) and
-loaded back on resume. It starts at zero: the first values are 0 and the seeded random streams stay those of GRPO.
+syncs it like the adapter; it is saved as value_head.safetensors + value_head.json (the reward scale, for `rlcal
+eval --confidence critic`: rlcal.evaluation.critic) by `save_model`, hence in every checkpoint too, and loaded back
+on resume. It starts at zero: the first values are 0 and the seeded random streams stay those of GRPO.
 
 Log-probabilities come from TRL's own fused LM head (`_get_per_token_logps_and_entropies`, temperature-scaled as
 in GRPO), which returns no hidden states, so a forward hook on the decoder keeps its last hidden state while the
@@ -25,17 +26,16 @@ GRPO's importance-sampling correction of the sampler/trainer mismatch is not app
 from __future__ import annotations
 
 import inspect
-import os
 from contextlib import contextmanager
-from pathlib import Path
+from typing import Any
 
 import torch
 
 from rlcal.common.errors import RlcalError
+from rlcal.evaluation.critic import load_value_head, save_value_head
 from rlcal.training import ppo_math
 from rlcal.training.trainers import _trl_version, with_group_metric
 
-VALUE_HEAD_FILE = "value_head.safetensors"
 VALUE_HEAD_MODULE = "rlcal_value_head"
 # TRL private methods this module overrides or calls, with the leading parameters (after self) it relies on.
 PRIVATE_HOOKS = {
@@ -69,25 +69,20 @@ def check_hooks(base: type) -> None:
             )
 
 
-def save_value_head(head: torch.nn.Module, directory: str | os.PathLike) -> Path:
-    """Write the value head's weights to directory/value_head.safetensors."""
-    from safetensors.torch import save_file
+def reward_scale(reward_funcs: list, weights: list[float]) -> dict[str, Any]:
+    """The reward of a correct and of a wrong answer at the t = 0 prompt (how `rlcal eval --confidence critic` turns
+    values into confidences), for a single rlcal reward that depends on the outcome alone; else no scale."""
+    from rlcal.core.grading import CORRECT, WRONG
+    from rlcal.core.rewards import BrierReward, LogScoreReward
 
-    path = Path(directory) / VALUE_HEAD_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(path))
-    return path
-
-
-def load_value_head(head: torch.nn.Module, directory: str | os.PathLike) -> None:
-    """Load directory/value_head.safetensors into `head` (RlcalError when the file is missing)."""
-    from safetensors.torch import load_file
-
-    path = Path(directory) / VALUE_HEAD_FILE
-    if not path.is_file():
-        raise RlcalError(f"{path} not found: {directory} was not saved by trainer ppo (no value head)")
-    state = load_file(str(path), device=str(head.weight.device))
-    head.load_state_dict(state)
+    if len(reward_funcs) != 1 or not hasattr(reward_funcs[0], "score"):
+        return {}
+    reward, weight = reward_funcs[0], float(weights[0])
+    meta: dict[str, Any] = {"reward": repr(reward)}
+    if not isinstance(reward, BrierReward | LogScoreReward):  # those score a stated confidence, not the outcome
+        meta["value_correct"] = weight * reward.score(CORRECT, 0.0, "")
+        meta["value_wrong"] = weight * reward.score(WRONG, 0.0, "")
+    return meta
 
 
 def ppo_trainer_class() -> type:
@@ -209,7 +204,8 @@ def ppo_trainer_class() -> type:
         def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
             super().save_model(output_dir, _internal_call)  # Trainer's checkpoints save through here too
             if self.args.should_save:
-                save_value_head(self.value_head, output_dir or self.args.output_dir)
+                scale = reward_scale(self.reward_funcs, self.reward_weights.tolist())
+                save_value_head(self.value_head, output_dir or self.args.output_dir, scale)
 
         def train(self, resume_from_checkpoint=None, *args, **kwargs):
             checkpoint = resume_from_checkpoint

@@ -34,7 +34,6 @@ import torch
 from rlcal.common.errors import RlcalError
 from rlcal.evaluation.critic import load_value_head, save_value_head
 from rlcal.training import ppo_math
-from rlcal.training.trainers import _trl_version, with_group_metric
 
 VALUE_HEAD_MODULE = "rlcal_value_head"
 # TRL private methods this module overrides or calls, with the leading parameters (after self) it relies on.
@@ -54,9 +53,11 @@ PRIVATE_HOOKS = {
 def check_hooks(base: type) -> None:
     """RlcalError unless `base` (TRL's GRPOTrainer) has the private methods of PRIVATE_HOOKS with those leading
     parameters (further ones must have defaults). `_calculate_rewards` is checked by `with_group_metric`."""
+    import trl
+
     for name, expected in PRIVATE_HOOKS.items():
         method = getattr(base, name, None)
-        where = f"{base.__name__} of the installed TRL {_trl_version()}"
+        where = f"{base.__name__} of the installed TRL {getattr(trl, '__version__', 'unknown')}"
         if not callable(method):
             raise RlcalError(f"{where} has no {name}, which trainer ppo uses; install trl 1.16 (pyproject.toml)")
         params = list(inspect.signature(method).parameters.values())[1:]
@@ -85,12 +86,10 @@ def reward_scale(reward_funcs: list, weights: list[float]) -> dict[str, Any]:
     return meta
 
 
-def ppo_trainer_class() -> type:
-    """TRL's GRPOTrainer (with rlcal's group metric) training PPO with a value head (see the module docstring)."""
-    from trl import GRPOTrainer
-
-    check_hooks(GRPOTrainer)
-    base = with_group_metric(GRPOTrainer)
+def ppo_trainer_class(base: type) -> type:
+    """`base` (TRL's GRPOTrainer, with rlcal's group metric: `trainers.trainer_class("ppo")`) training PPO with a
+    value head (see the module docstring)."""
+    check_hooks(base)
 
     class RlcalPPOTrainer(base):
         def __init__(self, *args, **kwargs) -> None:

@@ -84,11 +84,12 @@ def trainer_class(name: str) -> type:
     scale_rewards group/none and for RLOO, but under `scale_rewards: batch` it tests the std of the whole batch
     (almost never zero), which would hide a dead learning signal; this one is per group whatever the scaling.
     """
+    from trl import GRPOTrainer, RLOOTrainer
+
     if name == "ppo":
         from rlcal.training.ppo import ppo_trainer_class
 
-        return ppo_trainer_class()
-    from trl import GRPOTrainer, RLOOTrainer
+        return ppo_trainer_class(with_group_metric(GRPOTrainer))
 
     return with_group_metric(GRPOTrainer if name == "grpo" else RLOOTrainer)
 

@@ -312,6 +312,12 @@ class PPOConfig(GRPOConfig):
         if self.generation_batch_size is not None:
             raise ValueError("PPO's rollout size comes from num_mini_batches: leave generation_batch_size unset")
         self.num_iterations, self.steps_per_generation = self.ppo_epochs, steps
+        # Under DDP the value head runs in a hook, so its output is not among the forward's outputs: DDP's search for
+        # unused parameters (Trainer's default for a PEFT model) would mark the head unused, then see its gradient.
+        # Every trainable parameter gets a gradient at every PPO step, so no search is needed.
+        if self.ddp_find_unused_parameters:
+            raise ValueError("trainer ppo needs ddp_find_unused_parameters false (its value head runs in a hook)")
+        self.ddp_find_unused_parameters = False
         single = self.num_generations == 1  # allowed: the critic, not a group of siblings, is PPO's baseline
         if single:
             # GRPOConfig refuses one generation; give it a group size that divides the generation batch, then undo.

@@ -17,16 +17,17 @@ eval --confidence critic`: rlcal.evaluation.critic) by `save_model`, hence in ev
 on resume. It starts at zero: the first values are 0 and the seeded random streams stay those of GRPO.
 
 Log-probabilities come from TRL's own fused LM head (`_get_per_token_logps_and_entropies`, temperature-scaled as
-in GRPO), which returns no hidden states, so a forward hook on the decoder keeps its last hidden state while the
-value head needs it. TRL's private methods used here are checked against the installed TRL when the class is
-built (`check_hooks`), which raises RlcalError on a TRL that changed them. Text-only; not under ZeRO-3; with vLLM,
+in GRPO), which returns no hidden states, so a forward hook on the decoder runs the value head on its last hidden
+state, inside the model's forward (where DDP sees the head used). TRL's private methods used here are checked
+against the installed TRL when the class is built (`check_hooks`), which raises RlcalError on a TRL that changed
+them. Text-only; not under ZeRO-3; with vLLM,
 GRPO's importance-sampling correction of the sampler/trainer mismatch is not applied to the PPO loss.
 """
 
 from __future__ import annotations
 
 import inspect
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -170,26 +171,27 @@ def ppo_trainer_class(base: type) -> type:
         def _score(self, model, input_ids, attention_mask, mask, batch_size=None, with_values=True, entropy=False):
             """(per-token log-probs, values or None, entropies or None) of the completion tokens, (B, T) each."""
             logits_to_keep = mask.size(1)
-            hidden: list[torch.Tensor] = []
-            with self._keep_last_hidden(hidden if with_values else None):
+            values: list[torch.Tensor] = []
+            with self._values_in_forward(values, logits_to_keep) if with_values else nullcontext():
                 logps, entropies, _ = self._get_per_token_logps_and_entropies(
                     model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, compute_entropy=entropy
                 )
-            if not with_values:
-                return logps, None, entropies
-            # V(s_t) reads the state before completion token t: the hidden state that also predicts it
-            states = torch.cat(hidden, dim=0)[:, -logits_to_keep - 1 : -1]
-            head = self.value_head
-            return logps, head(states.to(head.weight.dtype)).squeeze(-1), entropies
+            return logps, torch.cat(values, dim=0) if with_values else None, entropies
 
         @contextmanager
-        def _keep_last_hidden(self, store: list | None):
-            """While open, append the decoder's last hidden state of every forward to `store` (None: do nothing)."""
-            if store is None:
-                yield
-                return
+        def _values_in_forward(self, store: list, logits_to_keep: int):
+            """While open, every forward of the model also runs the value head on the decoder's last hidden state
+            and appends the (B, T) values to `store`. Inside the forward (a hook on the decoder), not after it:
+            DDP only syncs the gradients of parameters that its forward used."""
+            head = self.value_head
+
+            def hook(module, args, output):
+                # V(s_t) reads the state before completion token t: the hidden state that also predicts it
+                states = output[0][:, -logits_to_keep - 1 : -1]
+                store.append(head(states.to(head.weight.dtype)).squeeze(-1))
+
             decoder = self.accelerator.unwrap_model(self.model).get_base_model().base_model
-            handle = decoder.register_forward_hook(lambda module, args, output: store.append(output[0]))
+            handle = decoder.register_forward_hook(hook)
             try:
                 yield
             finally:

@@ -201,6 +201,39 @@ def test_kill_and_resume_reproduce_the_uninterrupted_run(run, monkeypatch):
         assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), name
 
 
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch(run, tmp_path):
+    """`accelerate launch --num_processes 2` (CPU, DDP): the value head trains inside DDP's forward, whose search
+    for unused parameters would otherwise fail the first backward ("mark a variable ready only once")."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    raw = dict(run["raw"], training=dict(run["raw"]["training"], per_device_train_batch_size=4, use_cpu=True))
+    raw["training"]["output_dir"] = str(tmp_path / "out")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    accelerate = [sys.executable, "-c", "from accelerate.commands.accelerate_cli import main; main()", "launch"]
+    flags = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    flags += ["--dynamo_backend", "no", "--main_process_port", str(port)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    command = [*accelerate, *flags, "-m", "rlcal.train", "--config", str(recipe)]
+    proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = logged(tmp_path / "out")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[0]["kl"] == 0.0
+    head = tensors(tmp_path / "out" / "value_head.safetensors")
+    assert head["weight"].abs().max().item() > 0
+
+
 def test_an_incompatible_trl_is_refused():
     from rlcal.training.ppo import check_hooks
 

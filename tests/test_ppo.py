@@ -160,3 +160,12 @@ def test_bad_ppo_settings_are_one_clear_error(overrides, message):
     with pytest.raises(RlcalError) as info:
         ppo_recipe(overrides)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_training_time_calibration_hook_refuses_the_critic():
+    from rlcal.common.errors import RlcalError
+    from rlcal.training.config import parse_recipe
+
+    raw = {**PPO_RAW, "calibration": {"data": "qa.jsonl", "split_filter": "eval", "confidence": "critic"}}
+    with pytest.raises(RlcalError, match="calibration.confidence critic is for `rlcal eval`"):
+        parse_recipe(raw)

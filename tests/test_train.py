@@ -417,9 +417,27 @@ def test_setup_wandb_falls_back_to_offline(tmp_path, monkeypatch):
     assert calls == ["offline"] and os.environ["WANDB_MODE"] == "offline"  # no credentials: never tries online
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     calls.clear()
+    monkeypatch.setattr(tracking, "_wandb_reachable", lambda: True)
     assert tracking.setup_wandb(parse_recipe(raw)) is True
     assert calls == ["online", "offline"]  # the online start failed: retried offline instead of crashing
     assert (tmp_path / "o" / "wandb_run_id.txt").read_text() == "abc123"
+    calls.clear()
+    monkeypatch.setattr(tracking, "_wandb_reachable", lambda: False)
+    assert tracking.setup_wandb(parse_recipe(raw)) is True
+    assert calls == ["offline"]  # a key but no network: offline at once, not after wandb's 90 s init timeout
+
+
+def test_wandb_reachable_is_a_short_tcp_connect(monkeypatch):
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    assert tracking._wandb_reachable(timeout=1.0)
+    server.close()  # nothing listens on the port any more: refused at once
+    assert not tracking._wandb_reachable(timeout=1.0)
 
 
 def test_fresh_checkout_builds_the_toy_model_first(tmp_path, monkeypatch, tiny_model_dir):

@@ -271,8 +271,9 @@ def test_posthoc_policy_withholds_exactly_the_answers_with_confidence_at_most_t(
     t0 = {p["index"]: p for p in prompt_preds if p["threshold"] == 0.0}
     for p in preds:
         base = t0[p["index"]]
-        assert p["response"] == base["response"] and p["confidence"] == base["confidence"]
-        kept = p["threshold"] == 0.0 or base["confidence"] > p["threshold"]
+        # another batch composition (t = 0 prompts only) moves the float sums in the last digits, nothing more
+        assert p["response"] == base["response"] and p["confidence"] == pytest.approx(base["confidence"], abs=1e-5)
+        kept = p["threshold"] == 0.0 or p["confidence"] > p["threshold"]
         assert p["answered"] == (kept and base["answered"])
         assert p["outcome"] == (base["outcome"] if kept else "abstain")
     # Monotone by construction, and the t = 0 row is the prompt policy's t = 0 row.

@@ -107,3 +107,16 @@ def test_whole_run_train_loss_by_hand():
     assert whole_run_train_loss(history, 4, 0.5, 7) == pytest.approx((2 * 2 + 1 * 2 + 0.5 * 3) / 7)
     # resumed at 5 (a checkpoint between logs): step 5 was never logged, so the mean is over the 6 known steps
     assert whole_run_train_loss(history, 5, 0.5, 7) == pytest.approx((2 * 2 + 1 * 2 + 0.5 * 2) / 6)
+
+
+def test_a_start_that_saved_nothing_may_be_redone_with_other_settings(tmp_path):
+    from rlcal.training.runs import prepare_run
+
+    first = parse_recipe(raw(tmp_path))
+    first.output_dir.mkdir()
+    (first.output_dir / "rlcal_recipe.yaml").write_text(first.to_yaml())  # e.g. the warm-up ran out of memory
+    again = parse_recipe(raw(tmp_path), ["--training.learning_rate", "0.001"])
+    assert prepare_run(again).checkpoint is None
+    make_checkpoint(first.output_dir / "checkpoint-1", 1)  # now there is something to resume: refused
+    with pytest.raises(RlcalError, match=r"training\.learning_rate differ"):
+        prepare_run(again)

@@ -7,8 +7,8 @@ same settings only), damaged checkpoints to skip, or an earlier run to clear for
     plan.checkpoint                   # the newest *intact* checkpoint-* to resume from (damaged ones are skipped)
 
 The rules (docs/training.md, "Re-running and resuming"):
-1. `rlcal_recipe.yaml` is written when a run starts and is the run's identity. Re-running into the same folder
-   compares the resolved recipe with it; any difference in a key that can change the trained model is refused with
+1. `rlcal_recipe.yaml` is written when a run starts and is the run's identity. Re-running into a folder that holds
+   checkpoints or a finished run compares the resolved recipe with it (a start that saved nothing is just redone); any difference in a key that can change the trained model is refused with
    one line naming the keys. Keys that cannot (`NEUTRAL_KEYS`: logging, W&B, eval cadence, where checkpoints go)
    may differ. `resume: never` asks for a fresh start: the earlier run's files are removed first.
 2. A run is finished when `train_summary.json` (written last) and the final model are there: re-running it does
@@ -246,12 +246,6 @@ class RunPlan:
     final_checkpoint: bool = False  # `checkpoint` already reached max_steps: finish from it without training
     fresh: bool = False  # an earlier run was cleared
 
-    @property
-    def steps_done(self) -> int | None:
-        if self.checkpoint is None:
-            return None
-        return int(checkpoint_state(self.checkpoint)["global_step"])
-
 
 def _has_model(output_dir: Path) -> bool:
     return any((output_dir / name).is_file() for name in WEIGHT_FILES)
@@ -308,7 +302,8 @@ def prepare_run(recipe: Recipe, main_process: bool = True) -> RunPlan:
             if main_process:
                 logger.warning("resume: never: removing the earlier run in %s (%s)", out, ", ".join(clear_run(out)))
         return plan
-    check_same_settings(recipe)
+    if checkpoints(out) or (out / SUMMARY_FILE).is_file():  # a start that saved nothing has nothing to protect
+        check_same_settings(recipe)
     if (out / SUMMARY_FILE).is_file() and _has_model(out):
         plan.finished = True
         return plan

@@ -189,8 +189,8 @@ def checkpoint_problem(path: Path) -> str | None:
     weights = [path / name for name in WEIGHT_FILES if (path / name).is_file()]
     if not weights:
         return f"no model weights ({' or '.join(WEIGHT_FILES[:2])})"
-    for file in weights:
-        if file.suffix == ".safetensors" and (problem := _safetensors_problem(file)):
+    for file in sorted(path.glob("*.safetensors")):  # the weights, shards, and any head saved beside them
+        if problem := _safetensors_problem(file):
             return problem
     deepspeed = any(p.is_dir() and p.name.startswith("global_step") for p in path.iterdir())
     required = () if deepspeed else ("optimizer.pt", "scheduler.pt")  # ZeRO keeps them in global_step*/

@@ -184,3 +184,63 @@ def test_compares_two_real_score_outputs(tmp_path):
     assert rows["ece"].a == pytest.approx(0.0) and rows["ece"].b == pytest.approx(0.3)
     assert rows["per_threshold[0].accuracy_answered"].diff == pytest.approx(-0.3)
     assert "behavioral_ece" in rows and not any(name.startswith(("ci", "bootstrap")) for name in rows)
+
+
+def write_preds(path, questions, thresholds=(0.0, 0.5), correct_every=2):
+    rows = [
+        {"question": q, "threshold": t, "confidence": 0.7, "correct": i % correct_every == 0}
+        for i, q in enumerate(questions)
+        for t in thresholds
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("b_args", "differ"),
+    [
+        ({"questions": [f"q{i}" for i in range(1, 21)]}, "eval_set"),  # one question swapped
+        ({"thresholds": (0.0, 0.75)}, "thresholds"),
+        ({"bins": 10}, "n_bins"),
+        ({"grader": "contains"}, "grader"),
+    ],
+)
+def test_compare_refuses_metrics_of_different_eval_sets(tmp_path, capsys, b_args, differ):
+    questions = [f"q{i}" for i in range(20)]
+    write_preds(tmp_path / "a.jsonl", questions)
+    write_preds(tmp_path / "b.jsonl", b_args.get("questions", questions), b_args.get("thresholds", (0.0, 0.5)), 3)
+    assert main(["score", str(tmp_path / "a.jsonl"), "--out", str(tmp_path / "a.json"), "--quiet"]) == 0
+    extra = ["--bins", str(b_args["bins"])] if "bins" in b_args else []
+    extra += ["--grader", b_args["grader"]] if "grader" in b_args else []
+    assert main(["score", str(tmp_path / "b.jsonl"), "--out", str(tmp_path / "b.json"), "--quiet", *extra]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not measured on the same eval set" in err[0] and differ in err[0], err
+    assert not (tmp_path / "c").exists()
+    argv = ["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "c"),
+            "--allow-mismatch"]
+    assert main(argv) == 0
+    assert "differ in their eval set" in capsys.readouterr().out
+    report = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert differ in report["note"] and differ in (tmp_path / "c" / "compare.md").read_text()
+
+
+def test_compare_of_the_same_eval_set_passes_and_reorders_nothing(tmp_path, capsys):
+    questions = [f"q{i}" for i in range(20)]
+    write_preds(tmp_path / "a.jsonl", questions)
+    write_preds(tmp_path / "b.jsonl", list(reversed(questions)), correct_every=3)  # another order, another model
+    for name in ("a", "b"):
+        assert main(["score", str(tmp_path / f"{name}.jsonl"), "--out", str(tmp_path / f"{name}.json"), "--quiet"]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text())["fingerprint"] for n in "ab")
+    assert a == b and a["thresholds"] == [0.0, 0.5] and a["n_items"] == 40 and a["calibration_at"] == "all"
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert "ECE drift" in capsys.readouterr().out
+
+
+def test_files_without_a_fingerprint_compare_with_a_note(tmp_path, capsys):
+    (tmp_path / "a.json").write_text(json.dumps(eval_like(0.1, {"0.5": 0.4})))
+    (tmp_path / "b.json").write_text(json.dumps(eval_like(0.2, {"0.5": 0.3})))
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert "carries no eval-set fingerprint" in capsys.readouterr().out

@@ -232,20 +232,103 @@ def test_wandb_offline_run_logs_the_recipe_and_never_the_key(run, capfd):
             assert SECRET not in path.read_text(errors="ignore"), path
 
 
-def test_resume_continues_from_the_newest_checkpoint(run):
-    raw = dict(run["raw"], wandb={"mode": "disabled"})
-    raw["training"] = dict(raw["training"], max_steps=4, report_to=[])
-    before = (Path(raw["training"]["output_dir"]) / "warmup" / "model" / "model.safetensors").stat().st_mtime_ns
+def clone_run(run, dest: Path, unfinished: bool = True, drop: tuple[str, ...] = ()) -> dict:
+    """A copy of the module's finished run in `dest`, made to look killed: without train_summary.json and the final
+    adapter (written after the last checkpoint) and without the `drop` paths. Returns its raw recipe (W&B off)."""
+    import shutil
+
+    out = dest / "out"
+    shutil.copytree(run["raw"]["training"]["output_dir"], out, ignore=shutil.ignore_patterns("wandb"))
+    if unfinished:
+        for name in ("train_summary.json", "adapter_model.safetensors"):
+            (out / name).unlink()
+    for name in drop:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    raw = dict(run["raw"], wandb={"mode": "disabled"})  # neutral keys: W&B, report_to and output_dir may differ
+    raw["training"] = dict(raw["training"], output_dir=str(out), report_to=[])
+    return raw
+
+
+def test_rerunning_a_finished_run_does_nothing(run, capsys):
+    out = Path(run["result"].output_dir)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    path = run["root"] / "again.yaml"
+    path.write_text(yaml.safe_dump(dict(run["raw"], wandb={"mode": "disabled"})))
+    assert cli_main(["train", str(path)]) == 0
+    assert "already holds this run, finished; nothing to do" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing touched
+    assert not (out / "checkpoint-4").exists()
+
+
+def test_rerun_with_changed_settings_is_refused_and_changes_nothing(run, no_model_loads):
+    out = Path(run["result"].output_dir)
+    saved = (out / "rlcal_recipe.yaml").read_bytes()
+    for section, key, value in (("training", "learning_rate", 5e-3), ("reward", "name", "binary"),
+                                ("training", "max_steps", 4), ("warmup", "abstain_fraction", 0.3)):
+        raw = dict(run["raw"], **{section: dict(run["raw"][section], **{key: value})})
+        with pytest.raises(RlcalError, match=rf"other settings \({section}\.{key} differ"):
+            train_mod.train(parse_recipe(raw))
+    assert (out / "rlcal_recipe.yaml").read_bytes() == saved
+
+
+def test_resume_reproduces_the_uninterrupted_run(run, tmp_path):
+    """Killed after checkpoint-2 (checkpoint-3 and the final files gone): the resumed run ends bit-identical."""
+    raw = clone_run(run, tmp_path, drop=("checkpoint-3",))
+    out = Path(raw["training"]["output_dir"])
+    before = (out / "warmup" / "model" / "model.safetensors").stat().st_mtime_ns
     result = train_mod.train(parse_recipe(raw))
-    assert result.resumed_from.endswith("checkpoint-3")
-    assert Path(result.output_dir, "checkpoint-4").is_dir()
-    after = (Path(raw["training"]["output_dir"]) / "warmup" / "model" / "model.safetensors").stat().st_mtime_ns
-    assert before == after  # the warm-up model was reused, not retrained
-    log = Path(result.output_dir, "train_log.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in log if '"loss"' in line] == [1, 2, 3, 4]  # appended on resume
-    changed = dict(raw, warmup=dict(raw["warmup"], abstain_fraction=0.3))
-    with pytest.raises(RlcalError, match="other warm-up settings"):
-        train_mod.train(parse_recipe(changed))
+    assert result.resumed_from.endswith("checkpoint-2")
+    assert (out / "warmup" / "model" / "model.safetensors").stat().st_mtime_ns == before  # warm-up reused
+    final, expected = lora_tensors(out), lora_tensors(Path(run["result"].output_dir))
+    assert final.keys() == expected.keys() and all(final[k].equal(expected[k]) for k in final)
+    log = (out / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log if '"loss"' in line] == [1, 2, 3]  # appended, no duplicate
+    # train_loss covers the whole run, not only the resumed step (logged losses are rounded to 4 digits)
+    assert result.metrics["train_loss"] == pytest.approx(run["result"].metrics["train_loss"], abs=1e-3)
+    assert "train_loss_since_resume" in result.metrics
+
+
+@pytest.mark.parametrize("damage", ["optimizer.pt", "adapter_model.safetensors", "trainer_state.json", "missing"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(run, tmp_path, damage, caplog):
+    raw = clone_run(run, tmp_path)
+    ckpt = Path(raw["training"]["output_dir"]) / "checkpoint-3"
+    if damage == "missing":
+        (ckpt / "scheduler.pt").unlink()
+    else:
+        data = (ckpt / damage).read_bytes()
+        (ckpt / damage).write_bytes(data[: len(data) // 2])  # truncated, as a kill mid-write leaves it
+    with caplog.at_level("WARNING", logger="rlcal"):
+        result = train_mod.train(parse_recipe(raw))
+    assert result.resumed_from.endswith("checkpoint-2")
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "checkpoint-3 is damaged" in warned and (damage if damage != "missing" else "scheduler.pt") in warned
+    assert (ckpt.parent / "checkpoint-3.damaged").is_dir() and (ckpt / "trainer_state.json").is_file()
+    expected = lora_tensors(Path(run["result"].output_dir))
+    assert all(lora_tensors(ckpt.parent)[k].equal(v) for k, v in expected.items())
+
+
+def test_a_run_killed_while_saving_is_finished_from_its_last_checkpoint(run, tmp_path, no_model_loads):
+    raw = clone_run(run, tmp_path)  # checkpoint-3 is at max_steps: the final files are copied, nothing trained
+    out = Path(raw["training"]["output_dir"])
+    result = train_mod.train(parse_recipe(raw))
+    assert result.finished_from.endswith("checkpoint-3") and not (out / "checkpoint-4").exists()
+    assert lora_tensors(out).keys() == lora_tensors(out / "checkpoint-3").keys()
+    assert all(v.equal(lora_tensors(out / "checkpoint-3")[k]) for k, v in lora_tensors(out).items())
+    assert json.loads((out / "train_summary.json").read_text())["global_step"] == 3
+    assert train_mod.train(parse_recipe(raw)).already_finished  # and now it is a finished run
+
+
+def test_fresh_start_clears_the_earlier_run(run, tmp_path, no_model_loads, monkeypatch):
+    from rlcal.training.runs import prepare_run
+
+    raw = clone_run(run, tmp_path, unfinished=False)
+    out = Path(raw["training"]["output_dir"])
+    (out / "notes.txt").write_text("mine")
+    plan = prepare_run(parse_recipe(dict(raw, resume="never", training=dict(raw["training"], learning_rate=5e-3))))
+    assert plan.fresh and plan.checkpoint is None and not plan.finished
+    assert not list(out.glob("checkpoint-*")) and not (out / "train_summary.json").exists()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "warmup" / "model").is_dir()  # not rlcal's: kept
 
 
 @pytest.fixture
@@ -334,9 +417,27 @@ def test_setup_wandb_falls_back_to_offline(tmp_path, monkeypatch):
     assert calls == ["offline"] and os.environ["WANDB_MODE"] == "offline"  # no credentials: never tries online
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     calls.clear()
+    monkeypatch.setattr(tracking, "_wandb_reachable", lambda: True)
     assert tracking.setup_wandb(parse_recipe(raw)) is True
     assert calls == ["online", "offline"]  # the online start failed: retried offline instead of crashing
     assert (tmp_path / "o" / "wandb_run_id.txt").read_text() == "abc123"
+    calls.clear()
+    monkeypatch.setattr(tracking, "_wandb_reachable", lambda: False)
+    assert tracking.setup_wandb(parse_recipe(raw)) is True
+    assert calls == ["offline"]  # a key but no network: offline at once, not after wandb's 90 s init timeout
+
+
+def test_wandb_reachable_is_a_short_tcp_connect(monkeypatch):
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    assert tracking._wandb_reachable(timeout=1.0)
+    server.close()  # nothing listens on the port any more: refused at once
+    assert not tracking._wandb_reachable(timeout=1.0)
 
 
 def test_fresh_checkout_builds_the_toy_model_first(tmp_path, monkeypatch, tiny_model_dir):

@@ -10,6 +10,10 @@ is the ECE drift. With `--out DIR` it also writes `compare.md` (the same table i
 `reliability.png` (both reliability diagrams overlaid, when both files carry `reliability` bins; older `rlcal score`
 files that call them `reliability_bins` are read the same way) and
 `answer_rate.png` (answer rate and accuracy on answered against t, with the ideal policies dashed). Needs no torch.
+
+Both files must carry the same eval-set `fingerprint` (questions, gold answers, grid of t, grader, bins, where the
+ECE is measured; `rlcal.core.fingerprint`): a mismatch is refused, since the difference would be no drift, unless
+`--allow-mismatch` is given, and then the report says so.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ PER_T = ("answer_rate", "accuracy_answered", "hallucination_rate", "score", "n",
 SWEEP = ("answer_rate", "accuracy_answered", "hallucination_rate", "score")
 NOT_METRICS = {"step", "n_bins", "thresholds", "seed"}
 # Sections that hold no metric to diff: run settings, and the bootstrap intervals (`ci`) and their settings.
-NOT_SECTIONS = {"per_threshold", "sweep", "settings", "source", "ci", "bootstrap"}
+NOT_SECTIONS = {"per_threshold", "sweep", "settings", "source", "ci", "bootstrap", "fingerprint"}
 
 
 @dataclass
@@ -200,6 +204,7 @@ def write_compare(
     rows: Sequence[Row],
     labels: tuple[str, str],
     sources: tuple[str, str] = ("", ""),
+    note: str | None = None,
 ) -> dict[str, Path]:
     """compare.md, compare.json, reliability.png (if both have bins) and answer_rate.png: the folder appears (or
     replaces an earlier comparison) in one rename; a folder holding other files is refused, never replaced."""
@@ -213,6 +218,7 @@ def write_compare(
             f"- A = {labels[0]}: `{sources[0]}`",
             f"- B = {labels[1]}: `{sources[1]}`",
             f"- {drift_line(rows, labels)}",
+            *([f"- {note}"] if note else []),
             "",
             format_table(rows, labels, markdown=True),
             "",
@@ -220,7 +226,7 @@ def write_compare(
         files["markdown"] = tmp / "compare.md"
         files["markdown"].write_text("\n".join(md))
         files["json"] = tmp / "compare.json"
-        payload = {"labels": list(labels), "sources": list(sources), "rows": [asdict(r) for r in rows]}
+        payload = {"labels": list(labels), "sources": list(sources), "note": note, "rows": [asdict(r) for r in rows]}
         files["json"].write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
         bins_a, bins_b = _bins(a), _bins(b)
         if bins_a and bins_b:
@@ -246,6 +252,28 @@ def write_compare(
     return {name: Path(out_dir) / path.name for name, path in files.items()}
 
 
+def check_same_eval(a: Mapping[str, Any], b: Mapping[str, Any], allow: bool = False) -> str | None:
+    """RlcalError unless A and B were measured on the same eval set with the same settings (their `fingerprint`s,
+    `rlcal.core.fingerprint`); with `allow`, the note the report carries instead. Files without a fingerprint
+    (written before rlcal 0.x recorded one) cannot be checked: a note says so."""
+    from rlcal.core.fingerprint import fingerprint_mismatch
+
+    fa, fb = a.get("fingerprint"), b.get("fingerprint")
+    if not isinstance(fa, Mapping) or not isinstance(fb, Mapping):
+        which = " and ".join(n for n, f in (("A", fa), ("B", fb)) if not isinstance(f, Mapping))
+        return f"note: {which} carries no eval-set fingerprint, so it is not checked that A and B measure the same set"
+    differ = fingerprint_mismatch(fa, fb)
+    if not differ:
+        return None
+    shown = "; ".join(f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}" for k in differ)
+    if not allow:
+        raise RlcalError(
+            f"A and B were not measured on the same eval set and settings ({shown}), so their difference is no "
+            "drift; pass --allow-mismatch to compare them anyway"
+        )
+    return f"note: A and B differ in their eval set or settings ({shown}): the differences below are not a drift"
+
+
 def _labels(paths: Sequence[str], spec: str | None) -> tuple[str, str]:
     if spec:
         parts = [p.strip() for p in spec.split(",")]
@@ -266,15 +294,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("b", help="metrics.json to compare against it (e.g. the trained model), or its folder.")
     parser.add_argument("--labels", help="Names for A and B, comma-separated (default: their folder names).")
     parser.add_argument("--out", help="Folder for compare.md, compare.json and the PNG plots.")
+    parser.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="Compare files measured on different eval sets or settings (refused by default); the report says so.",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     a, b = load_metrics(args.a), load_metrics(args.b)
     labels = _labels([args.a, args.b], args.labels)
+    note = check_same_eval(a, b, allow=args.allow_mismatch)
     rows = compare_metrics(a, b)
+    if note:
+        print(note)
     print(drift_line(rows, labels))
     print(format_table(rows, labels))
     if args.out:
-        paths = write_compare(args.out, a, b, rows, labels, (str(args.a), str(args.b)))
+        paths = write_compare(args.out, a, b, rows, labels, (str(args.a), str(args.b)), note)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

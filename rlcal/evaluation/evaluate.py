@@ -36,6 +36,7 @@ from typing import Any
 
 from rlcal.common.errors import RlcalError
 from rlcal.core.aggregate import DEFAULT_RESAMPLES
+from rlcal.core.fingerprint import eval_fingerprint
 from rlcal.core.grading import AnswerGrader
 from rlcal.core.prompts import PromptTemplate
 from rlcal.core.thresholds import DEFAULT_THRESHOLDS
@@ -305,5 +306,7 @@ def evaluate_model(
         "num_samples": num_samples if confidence_method == "agreement" else None,
         "seed": seed,
     }
+    items = [(p["question"], p["answer"], float(p["threshold"])) for p in predictions]
+    metrics["fingerprint"] = eval_fingerprint(items, grader=grader.grader, n_bins=n_bins, calibration_at=0.0)
     return metrics, predictions
 

@@ -38,6 +38,7 @@ from typing import Any
 from rlcal.common.errors import RlcalError
 from rlcal.common.files import atomic_write_files
 from rlcal.core import aggregate as A
+from rlcal.core.fingerprint import eval_fingerprint
 from rlcal.core.grading import ABSTAIN, CORRECT, GRADERS, WRONG, AnswerGrader
 from rlcal.core.prompts import format_number
 from rlcal.core.rewards import completion_text, parse_confidence
@@ -413,7 +414,11 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--out", args.out), ("--plot", args.plot)):
         if path is not None and path.is_dir():
             raise RlcalError(f"{flag} {path} is a directory; give a file name")
-    result = score_file(args.file, args.bins, args.grader, n_resamples=args.bootstrap, seed=args.seed)
+    predictions = load_predictions(args.file, args.grader)
+    result = score_predictions(predictions, args.bins, n_resamples=args.bootstrap, seed=args.seed)
+    # A record without a question id is a question of its own: its position stands in for it.
+    items = [(list(p.question) if p.question else i, p.threshold) for i, p in enumerate(predictions)]
+    result["fingerprint"] = eval_fingerprint(items, grader=args.grader, n_bins=args.bins, calibration_at="all")
     source = "<stdin>" if args.file == "-" else str(args.file)
     # Everything is computed before anything is written, so a failure leaves no partial output behind.
     outputs: list[tuple[Path, bytes]] = []

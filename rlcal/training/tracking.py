@@ -6,7 +6,8 @@
     finish_wandb(started)
 
 Mode: `wandb.mode` in the recipe, else $WANDB_MODE, else online when credentials exist and offline otherwise. Online
-without credentials logs offline; an online start that fails (no network) retries offline. The run id is kept in
+without credentials logs offline, and so does online when the W&B server does not answer a TCP connect within 3 s
+(instead of waiting wandb's 90 s init timeout); an online start that still fails retries offline. The run id is kept in
 `output_dir/wandb_run_id.txt`, so a resumed training continues the same W&B run.
 """
 
@@ -22,6 +23,12 @@ from rlcal.training.config import Recipe
 logger = logging.getLogger("rlcal.training.tracking")
 
 
+def _wandb_host() -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+
+
 def _wandb_credentials() -> bool:
     """Whether a W&B API key is available (env or ~/.netrc). Only its presence is checked; it is never read out."""
     if os.environ.get("WANDB_API_KEY"):
@@ -33,6 +40,24 @@ def _wandb_credentials() -> bool:
     try:
         return netrc.netrc().authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+REACH_TIMEOUT_S = 3.0  # a reachable W&B server answers a TCP connect in well under this
+
+
+def _wandb_reachable(timeout: float = REACH_TIMEOUT_S) -> bool:
+    """Whether the W&B server accepts a TCP connection within `timeout` seconds. Without it, `wandb.init` online
+    waits its own 90 s init timeout before failing, a stall at the start of every run on an offline node."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout):
+            return True
+    except OSError:
         return False
 
 
@@ -51,12 +76,15 @@ def setup_wandb(recipe: Recipe) -> bool:
     if mode == "online" and not _wandb_credentials():
         logger.warning("wandb: no API key found (WANDB_API_KEY or `wandb login`); logging offline")
         mode = "offline"
+    from accelerate import PartialState
+
+    if mode == "online" and PartialState().is_main_process and not _wandb_reachable():
+        logger.warning("wandb: %s is unreachable; logging offline (`wandb sync` uploads it later)", _wandb_host())
+        mode = "offline"
     os.environ["WANDB_MODE"] = mode
     os.environ["WANDB_PROJECT"] = cfg.project
     if cfg.entity:
         os.environ["WANDB_ENTITY"] = cfg.entity
-    from accelerate import PartialState
-
     if not PartialState().is_main_process or mode == "disabled":
         return False
     import wandb

@@ -15,7 +15,8 @@ What `train(recipe)` does, in order (everything that can fail on bad input fails
    of GRPO groups with zero reward variance probed before/after (`.probe`);
 5. TRL `GRPOTrainer` (or `RLOOTrainer`) with a PEFT LoRA adapter, rlcal's `groups/frac_reward_zero_std` metric
    and callbacks (`.trainers`, `.callbacks`), W&B when `report_to` has it (`.tracking`);
-6. train, resuming from the newest `checkpoint-*` in `output_dir` (`resume: auto`);
+6. train, resuming from the newest intact `checkpoint-*` in `output_dir` (`resume: auto`) — but only a run made
+   with the same settings, and a run that already ended is not trained again (`.runs`, decided before step 1);
 7. save the adapter, the tokenizer, the resolved recipe (`rlcal_recipe.yaml`) and `train_summary.json`.
 
 The terminal shows one progress bar per stage (reward, abstain and hallucination rates, ECE); every log event goes
@@ -36,7 +37,8 @@ from rlcal.common.errors import RlcalError
 from rlcal.common.files import atomic_write_text
 from rlcal.training.config import Recipe, load_recipe
 from rlcal.training.data import first_prompt_report, load_train_dataset
-from rlcal.training.trainers import build_trainer, resolve_checkpoint
+from rlcal.training.runs import RECIPE_FILE, SUMMARY_FILE, RunPlan, prepare_run
+from rlcal.training.trainers import build_trainer
 
 logger = logging.getLogger("rlcal.training.train")
 
@@ -178,6 +180,8 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     warmup: dict[str, Any] | None = None
     probe: dict[str, float] | None = None
+    already_finished: bool = False  # the run in output_dir had ended: nothing was done
+    finished_from: str | None = None  # a checkpoint at max_steps whose model was copied out, without training
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, {})}
@@ -202,11 +206,15 @@ def _train(recipe: Recipe, verbose: bool) -> TrainResult:
     from rlcal.training.warmup import run_warmup
 
     check_runtime(recipe)
+    plan = plan_run(recipe)  # before anything loads: a finished run, other settings, damaged checkpoints
+    if plan.finished or plan.final_checkpoint:
+        return finish_done_run(recipe, plan)
     set_seed(recipe.training.seed)
     base = ensure_model(recipe)
     dataset = load_train_dataset(recipe)  # column errors surface here, before any model is loaded
     reward_funcs = build_reward_funcs(recipe)
     callbacks = build_callbacks(recipe)  # loads the calibration eval set: a bad one fails before the warm-up
+    save_recipe(recipe)  # the run's identity, from its start: a re-run with other settings is refused
 
     model_path, warmup, probe = base, None, None
     if recipe.warmup.steps > 0:
@@ -214,7 +222,7 @@ def _train(recipe: Recipe, verbose: bool) -> TrainResult:
     else:
         probe = probe_start(recipe, base, dataset, reward_funcs[0])
 
-    checkpoint = resolve_checkpoint(recipe)
+    checkpoint = plan.checkpoint
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     started_wandb = setup_wandb(recipe)
@@ -229,16 +237,65 @@ def _train(recipe: Recipe, verbose: bool) -> TrainResult:
     return result
 
 
-def save_outputs(recipe: Recipe, trainer, result: TrainResult) -> None:
-    """The adapter (or full weights) and tokenizer (every process: ZeRO-3 gathers), then, on the main process, the
-    resolved recipe and train_summary.json (with the trainer's log history)."""
+def plan_run(recipe: Recipe) -> RunPlan:
+    """What output_dir holds (`rlcal.training.runs`), decided by every process; the main one alone renames or
+    removes files, and the others wait for it."""
     from accelerate import PartialState
 
+    state = PartialState()
+    plan = prepare_run(recipe, main_process=state.is_main_process)
+    state.wait_for_everyone()
+    return plan
+
+
+def save_recipe(recipe: Recipe) -> None:
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        atomic_write_text(recipe.output_dir / RECIPE_FILE, recipe.to_yaml())
+
+
+def finish_done_run(recipe: Recipe, plan: RunPlan) -> TrainResult:
+    """A run that had ended does nothing; one whose newest checkpoint reached max_steps (killed while saving) gets
+    that checkpoint's model copied out and its summary written, without training a step past max_steps."""
+    from accelerate import PartialState
+
+    from rlcal.training.runs import checkpoint_state, finish_from_checkpoint
+
+    out = recipe.output_dir
+    if plan.finished:
+        summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+        return TrainResult(str(out), str(summary.get("model_path", out)), None, already_finished=True)
+    checkpoint = str(plan.checkpoint)
+    result = TrainResult(str(out), str(out), checkpoint, finished_from=checkpoint)
+    if PartialState().is_main_process:
+        finish_from_checkpoint(checkpoint, out)
+        state = checkpoint_state(checkpoint)
+        summary = {**result.summary(), "global_step": state["global_step"], "log_history": state["log_history"]}
+        atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
+    PartialState().wait_for_everyone()
+    return result
+
+
+def save_outputs(recipe: Recipe, trainer, result: TrainResult) -> None:
+    """The adapter (or full weights) and tokenizer (every process: ZeRO-3 gathers), then, on the main process, the
+    resolved recipe and train_summary.json (with the trainer's log history). train_summary.json comes last: its
+    presence marks the run finished."""
+    from accelerate import PartialState
+
+    from rlcal.training.runs import checkpoint_state, whole_run_train_loss
+
+    state = trainer.state
+    if result.resumed_from and "train_loss" in result.metrics:  # transformers' covers the resumed steps only
+        resumed_at = int(checkpoint_state(result.resumed_from)["global_step"])
+        since = result.metrics["train_loss"]
+        result.metrics["train_loss"] = whole_run_train_loss(state.log_history, resumed_at, since, state.global_step)
+        result.metrics["train_loss_since_resume"] = since
     trainer.save_model(str(recipe.output_dir))
     if PartialState().is_main_process:
-        atomic_write_text(recipe.output_dir / "rlcal_recipe.yaml", recipe.to_yaml())
-        summary = {**result.summary(), "log_history": trainer.state.log_history}
-        atomic_write_text(recipe.output_dir / "train_summary.json", json.dumps(summary, indent=2, default=str))
+        atomic_write_text(recipe.output_dir / RECIPE_FILE, recipe.to_yaml())
+        summary = {**result.summary(), "global_step": state.global_step, "log_history": state.log_history}
+        atomic_write_text(recipe.output_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
 
 
 def result_lines(result: TrainResult) -> list[str]:
@@ -248,10 +305,17 @@ def result_lines(result: TrainResult) -> list[str]:
 
     from rlcal.common.progress import postfix
 
+    if result.already_finished:
+        return [
+            f"rlcal train: {result.output_dir} already holds this run, finished; nothing to do "
+            "(resume: never trains it again from scratch)"
+        ]
     log = Path(result.output_dir) / "train_log.jsonl"
     rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.is_file() else []
     last = next((postfix(r) for r in reversed(rows) if any(k.startswith("rewards/") for k in r)), {})
     resumed = f" (resumed from {result.resumed_from})" if result.resumed_from else ""
+    if result.finished_from:
+        resumed = f" (finished from {result.finished_from}, which had reached max_steps)"
     numbers = [f"{k} {v}" for k, v in last.items()]
     if "train_runtime" in result.metrics:
         numbers.append(f"{result.metrics['train_runtime']:.0f}s")

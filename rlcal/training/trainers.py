@@ -1,9 +1,9 @@
 """The TRL trainers rlcal trains with: GRPOTrainer / RLOOTrainer plus a per-group zero-variance metric and monitor
 (and `trainer: ppo`, a GRPOTrainer subclass in rlcal.training.ppo).
 
-    from rlcal.training.trainers import build_trainer, resolve_checkpoint, trainer_class
+    from rlcal.training.trainers import build_trainer, trainer_class
     trainer = build_trainer(recipe, model_path, dataset, reward_funcs, callbacks)   # LoRA, reward, recipe args
-    trainer.train(resume_from_checkpoint=resolve_checkpoint(recipe))
+    trainer.train(resume_from_checkpoint=prepare_run(recipe).checkpoint)            # rlcal.training.runs
 
 `trainer_class("grpo")` is TRL's GRPOTrainer logging one more number, `groups/frac_reward_zero_std`, through an
 override of TRL's private `_calculate_rewards`; because that method is private, the override checks at class-build
@@ -117,19 +117,6 @@ def zero_std_monitor(patience: int = 3):
                 )
 
     return ZeroVarianceMonitor()
-
-
-def resolve_checkpoint(recipe: Recipe) -> str | None:
-    """The checkpoint to resume from: `resume: auto` -> newest checkpoint-* in output_dir (or None)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if recipe.resume == "never":
-        return None
-    if recipe.resume != "auto":
-        return recipe.resume
-    if not recipe.output_dir.is_dir():
-        return None
-    return get_last_checkpoint(str(recipe.output_dir))
 
 
 def build_trainer(recipe: Recipe, model_path: str, dataset, reward_funcs: list[Any], callbacks: list[Any] = ()):

@@ -159,16 +159,24 @@ def test_eval_confidence_critic_reads_the_value_at_the_end_of_the_t0_prompt(run,
     assert "--confidence critic needs a value head" in capsys.readouterr().err
 
 
-def test_resume_restores_the_value_head_from_the_checkpoint(run, monkeypatch):
+def test_resume_restores_the_value_head_from_the_checkpoint(run, monkeypatch, tmp_path):
+    """A copy of the run made to look killed after checkpoint-2 (rlcal resumes only a run with the same settings)."""
+    import shutil
+
     from rlcal.training import ppo
 
-    raw = dict(run["raw"], training=dict(run["raw"]["training"], max_steps=6))
+    out = tmp_path / "out"
+    shutil.copytree(run["out"], out)
+    shutil.rmtree(out / "checkpoint-4")
+    for name in ("train_summary.json", "adapter_model.safetensors", "value_head.safetensors"):
+        (out / name).unlink()
+    raw = dict(run["raw"], training=dict(run["raw"]["training"], output_dir=str(out)))
     loaded = []
     real = ppo.load_value_head
     monkeypatch.setattr(ppo, "load_value_head", lambda head, d: (loaded.append(Path(d).name), real(head, d))[1])
     result = train_mod.train(parse_recipe(raw))
-    assert result.resumed_from.endswith("checkpoint-4") and loaded == ["checkpoint-4"]
-    assert (Path(result.output_dir) / "checkpoint-6" / "value_head.safetensors").is_file()
+    assert result.resumed_from.endswith("checkpoint-2") and loaded == ["checkpoint-2"]
+    assert (out / "checkpoint-4" / "value_head.safetensors").is_file() and (out / "value_head.safetensors").is_file()
 
 
 class Killed(Exception):

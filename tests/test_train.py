@@ -536,6 +536,22 @@ def test_t_aware_warmup_abstains_iff_the_base_probability_is_at_most_t(tmp_path,
         if example["completion"] != " I don't know.":
             assert example["completion"] == f" 01-01 <confidence>{prob[row['question']]:.1f}</confidence>"
 
+    # `answer_target: sample`: the answer rows' targets are the base model's own samples; which rows abstain is
+    # still decided by the greedy answer's probability
+    raw["warmup"].update(state_confidence=False, answer_target="sample")
+    seen = []
+
+    def fake_sample(model, tokenizer, prompts, max_new_tokens, seed):
+        seen.append(seed)
+        return [f"{i % 28 + 1:02d}-02" for i in range(len(prompts))]
+
+    monkeypatch.setattr(warmup, "sampled_answers", fake_sample)
+    drawn, _ = warmup.build_warmup_examples(parse_recipe(raw), dataset, model=None, tokenizer=None)
+    assert seen == [recipe.training.seed]
+    for i, (example, plain) in enumerate(zip(drawn, examples, strict=True)):
+        abstain = plain["completion"] == " I don't know."
+        assert example["completion"] == (" I don't know." if abstain else f" {i % 28 + 1:02d}-02")
+
 
 def test_weight_column_draws_training_questions_by_popularity(tmp_path):
     """`data.weight_column`: rows are drawn ∝ the column (seeded by training.seed); a zero weight is never drawn."""
@@ -603,3 +619,17 @@ def test_probe_without_warmup_measures_the_starting_policy(tiny_model_dir, tmp_p
     assert probe["frac_reward_zero_std"] == 1.0 and probe["abstain_rate"] == 0.0
     raw["warmup"]["probe_prompts"] = 0
     assert train_mod.probe_start(parse_recipe(raw), tiny_model_dir, dataset, None) is None
+
+
+def test_sampled_answers_are_seeded_samples_of_the_model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [f"Question: When was Person {i} born?\nAnswer:" for i in range(12)]
+    first = warmup.sampled_answers(model, tok, prompts, 6, seed=0)
+    assert len(first) == 12 and all(isinstance(a, str) and "\n" not in a for a in first)
+    assert warmup.sampled_answers(model, tok, prompts, 6, seed=0) == first  # seeded
+    greedy, _ = warmup.greedy_answers(model, tok, prompts, 6)
+    draws = [warmup.sampled_answers(model, tok, prompts, 6, seed=s) for s in range(1, 4)]
+    assert any(d != greedy for d in draws) and any(d != first for d in draws)  # temperature 1, not greedy

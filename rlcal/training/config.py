@@ -61,6 +61,7 @@ from rlcal.training.callbacks import CalibrationEvalConfig
 
 VALUE_HEADS = ("shared",)
 TOP_LEVEL_KEYS = ("trainer", "resume")
+ANSWER_TARGETS = ("self", "sample", "gold")  # warmup.answer_target
 WANDB_MODES = ("online", "offline", "disabled")
 
 
@@ -188,7 +189,11 @@ class WarmupArguments:
     abstain_fraction: float = field(default=0.5, metadata={"help": "Probability/share of abstention targets."})
     answer_target: str = field(
         default="self",
-        metadata={"help": "Target for the other rows: `self` (the base model's greedy answer) or `gold`."},
+        metadata={
+            "help": "Target for the other rows: `self` (the base model's greedy answer), `sample` (one answer "
+            "sampled from the base model at temperature 1: fine-tuning on its own samples leaves its answer "
+            "distribution, hence its calibration at t = 0, where it was; greedy targets sharpen it) or `gold`."
+        },
     )
     abstain_text: str = field(default="I don't know.", metadata={"help": "The abstention target text."})
     state_confidence: bool = field(
@@ -221,8 +226,8 @@ class WarmupArguments:
             raise ValueError("probe_prompts must be >= 0")
         if self.abstain_on not in ("wrong", "below_threshold", "random"):
             raise ValueError(f"abstain_on must be `wrong`, `below_threshold` or `random`, got {self.abstain_on!r}")
-        if self.answer_target not in ("self", "gold"):
-            raise ValueError(f"answer_target must be `self` or `gold`, got {self.answer_target!r}")
+        if self.answer_target not in ANSWER_TARGETS:
+            raise ValueError(f"answer_target must be one of {', '.join(ANSWER_TARGETS)}, got {self.answer_target!r}")
         if not (0.0 <= self.abstain_fraction <= 1.0):
             raise ValueError(f"abstain_fraction must be in [0, 1], got {self.abstain_fraction}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):

@@ -111,13 +111,16 @@ def build_warmup_examples(recipe: Recipe, dataset, model, tokenizer) -> tuple[li
     w = recipe.warmup
     rows = dataset.shuffle(seed=recipe.training.seed).select(range(min(w.num_examples, len(dataset))))
     grader = recipe.reward.answer_grader()
-    if w.abstain_on != "random" or w.answer_target == "self" or w.state_confidence:
+    if w.abstain_on != "random" or w.answer_target != "gold" or w.state_confidence:
         greedy, probs = greedy_answers(model, tokenizer, rows["prompt"], w.max_new_tokens)
     else:  # random abstentions with gold answers: the base model's own answers are not needed
         greedy, probs = [""] * len(rows), [0.0] * len(rows)
+    sampled = greedy
+    if w.answer_target == "sample":
+        sampled = sampled_answers(model, tokenizer, rows["prompt"], w.max_new_tokens, recipe.training.seed)
     rng = random.Random(recipe.training.seed)
     examples, n_abstain, n_correct = [], 0, 0
-    for row, answer, prob in zip(rows, greedy, probs, strict=True):
+    for row, answer, prob, own in zip(rows, greedy, probs, sampled, strict=True):
         outcome = grader(answer, row["answer"], row["aliases"], row["question"])
         n_correct += outcome == "correct"
         t = float(row["threshold"])
@@ -136,8 +139,8 @@ def build_warmup_examples(recipe: Recipe, dataset, model, tokenizer) -> tuple[li
             target = w.abstain_text
         elif w.answer_target == "gold" or not answer:
             target = row["answer"]
-        else:
-            target = answer
+        else:  # the greedy answer, or with `sample` one drawn from the base model (the decision stays greedy's)
+            target = own or answer
         if w.state_confidence and not abstain:
             # The stated-confidence route: the answer, then the base model's own probability of it (a calibrated
             # base states a calibrated number; RL with `brier` refines it; evaluation applies t afterwards).
@@ -154,6 +157,21 @@ def build_warmup_examples(recipe: Recipe, dataset, model, tokenizer) -> tuple[li
     return examples, stats
 
 
+def sampled_answers(model, tokenizer, prompts: list[Any], max_new_tokens: int, seed: int) -> list[str]:
+    """The first non-empty line of one temperature-1 sample of the model's reply to each prompt (seeded, with
+    evaluation's batching and stop tokens: `rlcal.evaluation.confidence.sample_generate`)."""
+    from rlcal.evaluation.confidence import encode_prompts, sample_generate
+    from rlcal.training.models import eval_mode
+
+    with eval_mode(model):
+        samples = sample_generate(model, tokenizer, encode_prompts(tokenizer, prompts), 1, max_new_tokens, seed=seed)
+    return [_first_line(s[0]) for s in samples]
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0].strip() if text.strip() else ""
+
+
 def greedy_answers(
     model, tokenizer, prompts: list[Any], max_new_tokens: int, batch_size: int = 32
 ) -> tuple[list[str], list[float]]:
@@ -168,7 +186,7 @@ def greedy_answers(
     prompt_ids = encode_prompts(tokenizer, prompts)
     with eval_mode(model), tqdm(total=len(prompt_ids), desc="warm-up targets", leave=False) as bar:
         gens = greedy_generate(model, tokenizer, prompt_ids, max_new_tokens, batch_size, on_batch=bar.update)
-    texts = [g.response.strip().splitlines()[0].strip() if g.response.strip() else "" for g in gens]
+    texts = [_first_line(g.response) for g in gens]
     return texts, [g.answer_prob for g in gens]
 
 

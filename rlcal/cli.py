@@ -66,6 +66,14 @@ def version() -> str:
         return "unknown"
 
 
+class _SubParser(argparse.ArgumentParser):
+    """A sub-command's parser whose usage errors are one line (`rlcal score: error: argument --bins: invalid int
+    value: 'x' (see rlcal score --help)`, exit 2) like every other bad input, not usage text plus a message."""
+
+    def error(self, message: str):  # argparse calls this on a bad or missing argument
+        raise RlcalError(f"{message} (see `{self.prog} --help`)")
+
+
 def _top_parser() -> argparse.ArgumentParser:
     """Help, usage and --version only: sub-commands are dispatched by name, so their modules (and torch) load only
     when they run."""
@@ -99,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         module = _load(command)
-        sub = argparse.ArgumentParser(prog=f"rlcal {command}", description=COMMANDS[command][1])
+        sub = _SubParser(prog=f"rlcal {command}", description=COMMANDS[command][1])
         module.add_arguments(sub)
         args = sub.parse_args(argv[1:])
         return int(module.run(args) or 0)

@@ -12,11 +12,13 @@ every other column is kept (extra columns reach TRL reward functions as keyword 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
+from rlcal.common.files import check_utf8_file
 from rlcal.core.prompts import PromptTemplate
 from rlcal.core.thresholds import ThresholdSampler
 
@@ -51,6 +53,8 @@ def _load_raw(source: str, subset: str | None, split: str):
     if path.suffix.lower() in LOCAL_FORMATS:
         if not path.is_file():
             raise RlcalError(f"data file not found: {source}")
+        if LOCAL_FORMATS[path.suffix.lower()] != "parquet":  # pyarrow would fail later, mid-map, with a traceback
+            check_utf8_file(path, source)
         try:
             return datasets.load_dataset(LOCAL_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
         except Exception as exc:  # datasets wraps parse errors in many types; one clear line is what users need
@@ -61,6 +65,22 @@ def _load_raw(source: str, subset: str | None, split: str):
         return datasets.load_dataset(source, subset, split=split)
     except Exception as exc:
         raise RlcalError(f"could not load dataset {source!r} (subset={subset}, split={split}): {exc}") from exc
+
+
+@contextmanager
+def _quiet_bars(quiet: bool) -> Iterator[None]:
+    """`datasets`' progress bars off while a local file is read and standardised: it takes well under a second,
+    and a bar on stderr would stand between the user and an error line about a bad row."""
+    import datasets
+
+    was_on = not datasets.are_progress_bars_disabled()
+    if quiet and was_on:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if quiet and was_on:
+            datasets.enable_progress_bars()
 
 
 def load_qa_dataset(
@@ -82,6 +102,13 @@ def load_qa_dataset(
     are drawn with replacement ∝ that column (`sample_by_weight`, seeded); otherwise the first `max_samples` are
     kept. Missing columns and empty results are `RlcalError`s.
     """
+    with _quiet_bars(Path(source).suffix.lower() in LOCAL_FORMATS):
+        return _load_qa_dataset(
+            source, split, subset, columns, split_filter, split_column, max_samples, weight_column, seed
+        )
+
+
+def _load_qa_dataset(source, split, subset, columns, split_filter, split_column, max_samples, weight_column, seed):
     ds = _load_raw(source, subset, split)
     mapping = {name: name for name in STANDARD_COLUMNS}
     mapping.update(columns or {})
@@ -103,16 +130,30 @@ def load_qa_dataset(
                 f"{source}: missing column {mapping[name]!r} for {name!r} (columns: {', '.join(ds.column_names)})"
             )
 
-    def standardise(row: dict[str, Any]) -> dict[str, Any]:
+    def where(index: int) -> str:
+        return f"row {index + 1}" + (f" of the {split_filter!r} rows" if split_filter is not None else "")
+
+    def standardise(row: dict[str, Any], index: int) -> dict[str, Any]:
         aliases = nested(row, mapping["aliases"]) if mapping["aliases"].split(".")[0] in row else None
-        answer = nested(row, mapping["answer"])
+        # A null or blank gold answer would grade every reply wrong (and a null question asks "None"): both are
+        # refused, as `rlcal score` refuses them, rather than silently lowering the accuracy.
+        values = {name: nested(row, mapping[name]) for name in ("question", "answer")}
+        for name, value in values.items():
+            if value is None or isinstance(value, str) and not value.strip():
+                what = "null" if value is None else "empty"
+                raise RlcalError(f"{source}: {where(index)} has {what} {name} (column {mapping[name]!r})")
+            if isinstance(value, Mapping | list | tuple):
+                raise RlcalError(
+                    f"{source}: {where(index)}: {name} (column {mapping[name]!r}) must be text or a number, got "
+                    f"a {type(value).__name__}; map a nested field with columns, e.g. {{{name}: {mapping[name]}.value}}"
+                )
         return {
-            "question": str(nested(row, mapping["question"])),
-            "answer": str(answer) if answer is not None else "",
+            "question": str(values["question"]),
+            "answer": str(values["answer"]),
             "aliases": [str(a) for a in aliases] if isinstance(aliases, list | tuple) else [],
         }
 
-    ds = ds.map(standardise, desc="standardise columns")
+    ds = ds.map(standardise, with_indices=True, desc="standardise columns")
     if len(ds) == 0:
         raise RlcalError(f"{source}: no rows" + (f" with {split_column} == {split_filter!r}" if split_filter else ""))
     if weight_column is not None:

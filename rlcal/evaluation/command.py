@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
-from rlcal.common.files import check_out_dir
+from rlcal.common.files import check_model_ref, check_out_dir
 from rlcal.core.aggregate import DEFAULT_RESAMPLES
 from rlcal.core.grading import GRADERS
 from rlcal.core.prompts import FORMATS
@@ -27,7 +27,7 @@ from rlcal.data.qa import check_columns
 from rlcal.data.task import GRADING_FIELDS, PROMPT_FIELDS, SOURCE_FIELDS, TASK_FIELDS, QATask, read_recipe_file
 from rlcal.evaluation import CONFIDENCE_METHODS, POLICIES
 from rlcal.evaluation.evaluate import evaluate_model
-from rlcal.evaluation.models import load_model
+from rlcal.evaluation.models import check_adapter_ref, check_device, load_model
 from rlcal.evaluation.sweep import EVAL_FILES, format_summary, parse_thresholds, write_eval
 
 # ---- CLI ---------------------------------------------------------------------------------------------------------
@@ -214,9 +214,15 @@ def run(args: argparse.Namespace) -> int:
         raise RlcalError("--bootstrap must be >= 0 (0: no intervals)")
     out = Path(args.out)
     check_out_dir(out, EVAL_FILES, "--out")
+    check_device(args.device)
     recipe = read_recipe_file(args.recipe) if args.recipe else None
     task = eval_task(args, recipe)
     model_path, adapter = eval_model(args, recipe)
+    check_model_ref(model_path)
+    if args.tokenizer:
+        check_model_ref(args.tokenizer, "tokenizer")
+    if adapter is not None:
+        check_adapter_ref(adapter)
 
     dataset = task.load(seed=args.seed)
     model, tokenizer = load_model(model_path, adapter, args.device, args.dtype, args.tokenizer)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
-from rlcal.common.files import atomic_write_files
+from rlcal.common.files import atomic_write_files, check_out_file
 from rlcal.core import aggregate as A
 from rlcal.core.grading import ABSTAIN, CORRECT, GRADERS, WRONG, AnswerGrader
 from rlcal.core.prompts import format_number
@@ -411,8 +411,8 @@ def run(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         raise RlcalError(f"--bootstrap must be 0 or a positive number of resamples, got {args.bootstrap}")
     for flag, path in (("--out", args.out), ("--plot", args.plot)):
-        if path is not None and path.is_dir():
-            raise RlcalError(f"{flag} {path} is a directory; give a file name")
+        if path is not None:
+            check_out_file(path, flag)  # a folder, or a place that cannot be written: said before any work
     result = score_file(args.file, args.bins, args.grader, n_resamples=args.bootstrap, seed=args.seed)
     source = "<stdin>" if args.file == "-" else str(args.file)
     # Everything is computed before anything is written, so a failure leaves no partial output behind.

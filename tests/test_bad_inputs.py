@@ -1,0 +1,263 @@
+"""The bad-input table: every `rlcal` command, given a bad file, recipe, flag, data row or output location, answers
+with exactly one stderr line (`rlcal CMD: error: ...`), exit code 2, no traceback, and leaves nothing behind.
+
+    pytest tests/test_bad_inputs.py          # ~20 s on one CPU core: every case fails before any model loads
+
+Each case runs `rlcal.cli.main(argv)` in-process in a fresh folder (the cwd); the folder's tree (names, sizes,
+modification times) must be the same after the run as before it, so a half-written file, an empty output folder
+or a stray temporary one fails the case. A few cases run the real `python -m rlcal.cli` in a subprocess, where
+library warnings and log lines would reach stderr too. docs/errors.md describes the classes of bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rlcal.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+NOT_UTF8 = b'{"question": "When was Ada born?", "answer": "12-\xff03"}\n'
+
+
+@dataclass
+class Env:
+    """What a case builds its command line from: its own folder (the cwd), a tiny model and a tiny world."""
+
+    tmp: Path
+    model: str
+    world: str
+
+    @property
+    def qa(self) -> str:
+        return str(Path(self.world) / "qa.jsonl")
+
+    def file(self, name: str, data: bytes | str) -> str:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        return name
+
+    def blocker(self) -> str:
+        """A plain file, so that `blocker/sub` cannot be created."""
+        return self.file("blocker", "not a folder\n")
+
+    def foreign(self, name: str = "theirs") -> str:
+        """A non-empty folder of files no rlcal command wrote."""
+        self.file(f"{name}/notes.txt", "someone else's\n")
+        return name
+
+    def train_recipe(self, name: str = "r.yaml", **training) -> str:
+        recipe = {
+            "trainer": "grpo",
+            "model": {"model_name_or_path": self.model, "use_peft": True, "lora_r": 4},
+            "data": {"source": self.qa},
+            "reward": {"name": "binary"},
+            "training": {
+                "output_dir": "out/train",
+                "max_steps": 1,
+                "per_device_train_batch_size": 4,
+                "num_generations": 2,
+                "max_completion_length": 4,
+                "scale_rewards": "batch",
+                "report_to": [],
+                **training,
+            },
+        }
+        return self.file(name, json.dumps(recipe))  # JSON is YAML
+
+    def eval_args(self, *extra: str, data: str | None = None, out: str = "out/eval") -> list[str]:
+        return [
+            "eval", "--model", self.model, "--data", data or self.qa, "--max-samples", "2", "--thresholds", "0",
+            "--bootstrap", "0", "--max-new-tokens", "2", "--out", out, *extra,
+        ]  # fmt: skip
+
+    def preds(self, *rows: str) -> str:
+        return self.file("preds.jsonl", "".join(r + "\n" for r in rows))
+
+    def metrics(self, name: str = "a") -> str:
+        return self.file(f"{name}/metrics.json", json.dumps({"n": 10, "ece": 0.1, "per_threshold": {}}))
+
+    def pretrain_recipe(self, **values) -> str:
+        base = {"world_dir": "out/world", "world_people": 30, "world_mentions": 60, "output_dir": "out/model"}
+        return self.file("p.yaml", json.dumps({**base, **values}))
+
+
+GOOD = '{"response": "12-03", "answer": "12-03", "confidence": 0.9}'
+Build = Callable[[Env], list[str]]
+CASES: list[tuple[str, Build, str]] = []  # (id, argv builder, regex the one error line must match)
+
+
+def case(case_id: str, match: str) -> Callable[[Build], Build]:
+    def register(build: Build) -> Build:
+        CASES.append((case_id, build, match))
+        return build
+
+    return register
+
+
+def table(rows: list[tuple[str, Build, str]]) -> None:
+    CASES.extend(rows)
+
+
+# ---- files and data rows ---------------------------------------------------------------------------------------
+
+table([
+    ("score/not-utf8", lambda e: ["score", e.file("p.jsonl", NOT_UTF8)], r"line 1: not UTF-8"),
+    ("singleton/not-utf8", lambda e: ["singleton-rate", e.file("p.jsonl", NOT_UTF8)], r"not UTF-8"),
+    ("pretrain/recipe-not-utf8", lambda e: ["pretrain", e.file("p.yaml", b"epochs: \xff\n")], r"p.yaml.*not UTF-8"),
+    ("train/recipe-not-utf8", lambda e: ["train", e.file("r.yaml", b"trainer: \xffgrpo\n")], r"r.yaml.*not UTF-8"),
+    ("eval/recipe-not-utf8", lambda e: ["eval", "--recipe", e.file("r.yaml", b"a: \xff\n"), "--out", "o"],
+     r"r.yaml.*not UTF-8 text .*line 1"),
+    ("train/data-not-utf8", lambda e: ["train", e.train_recipe(), "--data.source", e.file("d.jsonl", NOT_UTF8)],
+     r"d.jsonl: not UTF-8 text \(invalid start byte at line 1"),
+    ("eval/data-not-utf8", lambda e: e.eval_args(data=e.file("d.jsonl", b'{"a": 1}\n' + NOT_UTF8)),
+     r"d.jsonl: not UTF-8 text .*line 2"),
+    ("eval/data-csv-not-utf8", lambda e: e.eval_args(data=e.file("d.csv", b"question,answer\nq\xfe,a\n")),
+     r"d.csv: not UTF-8"),
+    ("train/model-without-config", lambda e: ["train", e.train_recipe(), "--model_name_or_path", e.world],
+     r"model folder .* has no config.json"),
+    ("eval/model-without-config", lambda e: e.eval_args("--model", e.world), r"model folder .* has no config.json"),
+    ("eval/model-is-a-file", lambda e: e.eval_args("--model", e.qa), r"model .*qa.jsonl is a file"),
+    ("eval/adapter-without-config", lambda e: e.eval_args("--adapter", e.world), r"no LoRA adapter at"),
+    ("eval/tokenizer-without-files", lambda e: e.eval_args("--tokenizer", e.foreign()),
+     r"tokenizer folder theirs has no config.json"),
+])
+
+# ---- recipes and flags -----------------------------------------------------------------------------------------
+
+table([
+    ("train/negative-learning-rate", lambda e: ["train", e.train_recipe(), "--learning_rate=-1e-4"],
+     r"training.learning_rate must be a number > 0"),
+    ("train/zero-learning-rate-in-yaml", lambda e: ["train", e.train_recipe(learning_rate=0)],
+     r"training.learning_rate must be a number > 0"),
+    ("train/zero-batch-size", lambda e: ["train", e.train_recipe(per_device_train_batch_size=0)],
+     r"per_device_train_batch_size must be >= 1, got 0"),
+    ("train/zero-gradient-accumulation", lambda e: ["train", e.train_recipe(), "--gradient_accumulation_steps", "0"],
+     r"gradient_accumulation_steps must be >= 1"),
+    ("train/max-steps-negative", lambda e: ["train", e.train_recipe(max_steps=-5)], r"max_steps must be >= 1"),
+    ("train/negative-logging-steps", lambda e: ["train", e.train_recipe(logging_steps=-1)],
+     r"logging_steps must be > 0"),
+    ("train/negative-beta", lambda e: ["train", e.train_recipe(beta=-0.1)], r"training.beta must be >= 0"),
+    ("train/dry-run-negative-learning-rate", lambda e: ["train", e.train_recipe(), "--dry-run", "--learning_rate",
+     "-1"], r"learning_rate must be a number > 0"),
+    ("eval/device-not-a-device", lambda e: e.eval_args("--device", "gpu"), r"--device must be auto, cpu, cuda"),
+    ("score/bins-not-an-int", lambda e: ["score", e.preds(GOOD), "--bins", "many"],
+     r"argument --bins: invalid int value: 'many' \(see `rlcal score --help`\)"),
+    ("world/missing-out", lambda e: ["world", "build"], r"required: --out"),
+    ("eval/unknown-flag", lambda e: e.eval_args("--no-such-flag"), r"unrecognized arguments: --no-such-flag"),
+])
+
+
+@case("eval/device-cuda-without-cuda", r"--device cuda: no CUDA device on this machine")
+def _cuda(e: Env) -> list[str]:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    return e.eval_args("--device", "cuda")
+
+
+# ---- output locations ------------------------------------------------------------------------------------------
+
+table([
+    ("train/output-under-a-file", lambda e: ["train", e.train_recipe(output_dir=f"{e.blocker()}/run")],
+     r"cannot write to training.output_dir blocker/run: .*blocker is a file"),
+    ("train/output-in-proc", lambda e: ["train", e.train_recipe(output_dir="/proc/rlcal-x/run")],
+     r"cannot write to training.output_dir /proc/rlcal-x/run"),
+    ("eval/out-under-a-file", lambda e: e.eval_args(out=f"{e.blocker()}/eval"),
+     r"cannot write to --out blocker/eval: .*blocker is a file"),
+    ("eval/out-in-proc", lambda e: e.eval_args(out="/proc/rlcal-x"), r"cannot write to --out /proc/rlcal-x"),
+    ("score/out-under-a-file", lambda e: ["score", e.preds(GOOD), "--out", f"{e.blocker()}/m.json"],
+     r"cannot write to --out blocker/m.json"),
+    ("score/plot-in-proc", lambda e: ["score", e.preds(GOOD), "--plot", "/proc/rlcal-x/r.png"],
+     r"cannot write to --plot /proc/rlcal-x/r.png"),
+    ("singleton/out-under-a-file", lambda e: ["singleton-rate", e.qa, "--out", f"{e.blocker()}/s.json"],
+     r"cannot write to --out blocker/s.json"),
+    ("world/out-under-a-file", lambda e: ["world", "build", "--out", f"{e.blocker()}/w"], r"cannot write to"),
+    ("world/out-in-proc", lambda e: ["world", "build", "--out", "/proc/rlcal-x"], r"cannot write to"),
+    ("pretrain/world-dir-under-a-file", lambda e: ["pretrain", e.pretrain_recipe(world_dir=f"{e.blocker()}/w")],
+     r"cannot write to world_dir blocker/w"),
+    ("pretrain/world-dir-foreign", lambda e: ["pretrain", e.pretrain_recipe(world_dir=e.foreign())],
+     r"world_dir theirs holds files this command does not write \(notes.txt\)"),
+])
+
+
+# ---- running the table -----------------------------------------------------------------------------------------
+
+
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under `root` (hidden ones included) with its size and modification time."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            out[str(path.relative_to(root))] = (st.st_size if path.is_file() else 0, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, tiny_model_dir, tiny_world_dir) -> Env:
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return Env(work, tiny_model_dir, tiny_world_dir)
+
+
+def assert_one_error_line(rc: int, err: str, command: str, match: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{err}"
+    assert lines[0].startswith(f"rlcal {command}: error: "), lines[0]
+    assert re.search(match, lines[0]), f"{match!r} not in {lines[0]!r}"
+
+
+@pytest.mark.parametrize(("build", "match"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_leaves_nothing(env, capsys, build, match):
+    argv = build(env)
+    before = tree(env.tmp)
+    rc = main(argv)
+    captured = capsys.readouterr()
+    assert_one_error_line(rc, captured.err, argv[0], match)
+    assert tree(env.tmp) == before, "the failed command changed its folder"
+
+
+def test_the_table_covers_every_command():
+    from rlcal.cli import COMMANDS
+
+    covered = {case_id.split("/")[0] for case_id, _, _ in CASES}
+    assert {"singleton-rate" if c == "singleton" else c for c in covered} >= set(COMMANDS) - set(MISSING_OK)
+
+
+MISSING_OK: tuple[str, ...] = ("compare", "demo")  # filled in below
+
+
+# ---- the real process: library warnings and log lines would show here ------------------------------------------
+
+SUBPROCESS_CASES = ["score/not-utf8", "train/negative-learning-rate", "eval/model-without-config"]
+
+
+@pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
+def test_bad_input_in_a_real_process_prints_one_line(env, case_id):
+    build, match = next((b, m) for i, b, m in CASES if i == case_id)
+    argv = build(env)
+    before = tree(env.tmp)
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    environment.pop("WANDB_MODE", None)  # transformers prints "[INFO] Running in WANDB offline mode" on import
+    done = subprocess.run(
+        [sys.executable, "-m", "rlcal.cli", *argv], capture_output=True, text=True, env=environment,
+        stdin=subprocess.DEVNULL, timeout=120,
+    )  # fmt: skip
+    assert_one_error_line(done.returncode, done.stderr, argv[0], match)
+    assert done.stdout == ""
+    assert tree(env.tmp) == before

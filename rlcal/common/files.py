@@ -113,7 +113,7 @@ def check_creatable(path: str | os.PathLike[str], label: str = "output folder", 
 def check_out_file(path: str | os.PathLike[str], label: str = "--out") -> None:
     """An output file the user named: not a folder, and its folder can be created or written (`check_creatable`)."""
     if Path(path).is_dir():
-        raise RlcalError(f"{label} {path} is a folder; give a file name")
+        raise RlcalError(f"{label} {path} is a directory; give a file name")
     check_creatable(path, label, beside=True)
 
 

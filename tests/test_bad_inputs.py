@@ -191,6 +191,44 @@ table([
 ])
 
 
+# ---- silent wrong results: null gold answers, other people's folders, unbounded counts ---------------------------
+
+table([
+    ("eval/null-gold-answer", lambda e: e.eval_args(data=e.file("d.jsonl", '{"question": "q", "answer": null}\n')),
+     r"d.jsonl: row 1 has null answer"),
+    ("eval/empty-gold-answer", lambda e: e.eval_args(data=e.file("d.jsonl", '{"question": "q", "answer": "1"}\n'
+     '{"question": "r", "answer": "  "}\n')), r"row 2 has empty answer"),
+    ("eval/null-question", lambda e: e.eval_args(data=e.file("d.jsonl", '{"question": null, "answer": "1"}\n')),
+     r"row 1 has null question"),
+    ("eval/answer-is-a-mapping", lambda e: e.eval_args(data=e.file("d.jsonl", '{"question": "q", "answer": '
+     '{"value": "1"}}\n')), r"answer .* must be text or a number, got a dict; map a nested field"),
+    ("train/null-gold-answer", lambda e: ["train", e.train_recipe(), "--data.source",
+     e.file("d.jsonl", '{"question": "q", "answer": null}\n')], r"row 1 has null answer"),
+    ("eval/out-is-a-foreign-folder", lambda e: e.eval_args(out=e.foreign()),
+     r"--out theirs holds files this command does not write \(notes.txt\)"),
+    ("world/out-is-a-foreign-folder", lambda e: ["world", "build", "--out", e.foreign()],
+     r"holds files this command does not write"),
+    ("train/output-is-a-foreign-folder", lambda e: ["train", e.train_recipe(output_dir=e.foreign())],
+     r"training.output_dir theirs holds files rlcal train did not write \(notes.txt\)"),
+    ("train/output-is-the-model-folder", lambda e: ["train", e.train_recipe(output_dir=e.model)],
+     r"holds files rlcal train did not write \(.*config.json"),
+    ("compare/out-is-a-foreign-folder", lambda e: ["compare", e.metrics("a"), e.metrics("b"), "--out", e.foreign()],
+     r"holds files this command does not write"),
+    ("score/bins-huge", lambda e: ["score", e.preds(GOOD), "--bins", "1000000000"],
+     r"--bins must be an integer from 1 to 10000, got 1000000000"),
+    ("score/bootstrap-huge", lambda e: ["score", e.preds(GOOD), "--bootstrap", "1000000000"],
+     r"--bootstrap must be .* up to 100000"),
+    ("eval/n-bins-huge", lambda e: e.eval_args("--n-bins", "100000000"), r"--n-bins must be at most 10000"),
+    ("eval/num-samples-huge", lambda e: e.eval_args("--num-samples", "5000"), r"--num-samples must be at most 1000"),
+    ("eval/bootstrap-huge", lambda e: e.eval_args("--bootstrap", "10000000"), r"--bootstrap must be from 0"),
+    ("train/calibration-bins-huge", lambda e: ["train", e.train_recipe(), "--calibration.data", e.qa,
+     "--calibration.n_bins", "1000000"], r"calibration.n_bins must be at most 10000"),
+    ("world/people-huge", lambda e: ["world", "build", "--out", "w", "--people", "1000000000"],
+     r"people must be at most 1,000,000"),
+    ("pretrain/world-mentions-huge", lambda e: ["pretrain", e.pretrain_recipe(world_mentions=10**11)],
+     r"mentions must be at most 10,000,000"),
+])
+
 # ---- running the table -----------------------------------------------------------------------------------------
 
 
@@ -239,7 +277,7 @@ def test_the_table_covers_every_command():
     assert {"singleton-rate" if c == "singleton" else c for c in covered} >= set(COMMANDS) - set(MISSING_OK)
 
 
-MISSING_OK: tuple[str, ...] = ("compare", "demo")  # filled in below
+MISSING_OK: tuple[str, ...] = ("demo",)  # filled in below
 
 
 # ---- the real process: library warnings and log lines would show here ------------------------------------------
@@ -260,4 +298,83 @@ def test_bad_input_in_a_real_process_prints_one_line(env, case_id):
     )  # fmt: skip
     assert_one_error_line(done.returncode, done.stderr, argv[0], match)
     assert done.stdout == ""
+    assert tree(env.tmp) == before
+
+
+# ---- the rules behind the table --------------------------------------------------------------------------------
+
+
+def test_train_output_dir_of_its_own_is_accepted_for_resuming(tmp_path):
+    """A folder rlcal train wrote (a checkpoint, its log, its recipe; with the adapter files TRL adds) may be
+    trained into again: resuming and re-running are the other engineer's rules, not refused here."""
+    from rlcal.common.errors import RlcalError
+    from rlcal.training.config import parse_recipe
+    from rlcal.training.models import check_output_dir
+
+    def recipe(out):
+        return parse_recipe({
+            "model": {"model_name_or_path": "m"}, "data": {"source": "d.jsonl"},
+            "training": {"output_dir": str(out), "scale_rewards": "batch", "report_to": []},
+        })  # fmt: skip
+
+    own = tmp_path / "own"
+    (own / "checkpoint-2").mkdir(parents=True)
+    (own / "adapter_model.safetensors").write_bytes(b"")
+    check_output_dir(recipe(own))
+    for marker in ("train_log.jsonl", "rlcal_recipe.yaml"):
+        alone = tmp_path / marker.split(".")[0]
+        alone.mkdir()
+        (alone / marker).write_text("")
+        (alone / "README.md").write_text("")  # PEFT writes one next to the adapter
+        check_output_dir(recipe(alone))
+    check_output_dir(recipe(tmp_path / "new"))  # missing: created later, by the run
+    (tmp_path / "empty").mkdir()
+    check_output_dir(recipe(tmp_path / "empty"))
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "README.md").write_text("")
+    with pytest.raises(RlcalError, match="did not write"):
+        check_output_dir(recipe(tmp_path / "theirs"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "own", "rlcal_recipe", "theirs", "train_log"]
+
+
+def test_eval_rows_refuse_a_null_or_blank_gold_answer():
+    """The library path of `rlcal eval` (and of the calibration callback) refuses what the loader refuses."""
+    from rlcal.common.errors import RlcalError
+    from rlcal.evaluation.evaluate import _rows
+
+    assert _rows([{"question": "q", "answer": 3}])[0]["answer"] == "3"
+    with pytest.raises(RlcalError, match="eval row 1 has null answer"):
+        _rows([{"question": "q", "answer": "1"}, {"question": "r", "answer": None}])
+    with pytest.raises(RlcalError, match="eval row 0 has empty answer"):
+        _rows([{"question": "q", "answer": ""}])
+
+
+def test_check_creatable_makes_nothing(tmp_path):
+    from rlcal.common.errors import RlcalError
+    from rlcal.common.files import check_creatable
+
+    check_creatable(tmp_path / "a" / "b" / "c")
+    check_creatable(tmp_path / "a" / "b", beside=True)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("")
+    with pytest.raises(RlcalError, match="f is a file, not a folder"):
+        check_creatable(tmp_path / "f" / "x" / "y")
+    with pytest.raises(RlcalError, match="cannot write to"):
+        check_creatable("/proc/rlcal-no/such")
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_interrupt_is_exit_130_and_one_line(env, capsys, monkeypatch):
+    """Ctrl-C: `rlcal CMD: interrupted`, exit 130, and (score writes all or nothing) no output file."""
+    import rlcal.evaluation.score as score
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(score, "render_plot", interrupted)
+    before = tree(env.tmp)
+    preds = env.preds(GOOD)
+    before = tree(env.tmp)
+    assert main(["score", preds, "--out", "m.json", "--plot", "r.png"]) == 130
+    assert capsys.readouterr().err == "rlcal score: interrupted\n"
     assert tree(env.tmp) == before

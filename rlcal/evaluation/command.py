@@ -19,7 +19,7 @@ from typing import Any
 
 from rlcal.common.errors import RlcalError
 from rlcal.common.files import check_model_ref, check_out_dir
-from rlcal.core.aggregate import DEFAULT_RESAMPLES
+from rlcal.core.aggregate import DEFAULT_RESAMPLES, MAX_BINS, MAX_RESAMPLES
 from rlcal.core.grading import GRADERS
 from rlcal.core.prompts import FORMATS
 from rlcal.core.thresholds import DEFAULT_THRESHOLDS
@@ -207,11 +207,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Validate everything cheap (flags, recipe, task, which model) before loading a model.
     thresholds = parse_thresholds(args.thresholds)
-    for name in ("batch_size", "max_new_tokens", "n_bins", "num_samples"):
-        if getattr(args, name) < 1:
-            raise RlcalError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.bootstrap < 0:
-        raise RlcalError("--bootstrap must be >= 0 (0: no intervals)")
+    for name, cap in (("batch_size", None), ("max_new_tokens", None), ("n_bins", MAX_BINS), ("num_samples", 1000)):
+        value, flag = getattr(args, name), f"--{name.replace('_', '-')}"
+        if value < 1:
+            raise RlcalError(f"{flag} must be >= 1")
+        if cap is not None and value > cap:
+            raise RlcalError(f"{flag} must be at most {cap}, got {value}")
+    if not 0 <= args.bootstrap <= MAX_RESAMPLES:
+        raise RlcalError(f"--bootstrap must be from 0 (no intervals) to {MAX_RESAMPLES}, got {args.bootstrap}")
     out = Path(args.out)
     check_out_dir(out, EVAL_FILES, "--out")
     check_device(args.device)

@@ -230,10 +230,10 @@ def score_predictions(
     bootstrap resamples of questions (seeded by `seed`) give the 95 % intervals; 0 leaves them out."""
     if not predictions:
         raise RlcalError("no predictions to score")
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise RlcalError(f"--bins must be a positive integer, got {n_bins!r}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 0:
-        raise RlcalError(f"--bootstrap must be a non-negative integer, got {n_resamples!r}")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or not 1 <= n_bins <= A.MAX_BINS:
+        raise RlcalError(f"--bins must be an integer from 1 to {A.MAX_BINS}, got {n_bins!r}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or not 0 <= n_resamples <= A.MAX_RESAMPLES:
+        raise RlcalError(f"--bootstrap must be an integer from 0 to {A.MAX_RESAMPLES}, got {n_resamples!r}")
     outcomes = [p.outcome for p in predictions]
     agg = A.aggregate(predictions, n_bins, calibration_threshold=None, n_resamples=n_resamples, seed=seed)
     calibration = agg["calibration"]
@@ -406,10 +406,10 @@ def score_file(
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.bins < 1:
-        raise RlcalError(f"--bins must be a positive integer, got {args.bins}")
-    if args.bootstrap < 0:
-        raise RlcalError(f"--bootstrap must be 0 or a positive number of resamples, got {args.bootstrap}")
+    if not 1 <= args.bins <= A.MAX_BINS:
+        raise RlcalError(f"--bins must be an integer from 1 to {A.MAX_BINS}, got {args.bins}")
+    if not 0 <= args.bootstrap <= A.MAX_RESAMPLES:
+        raise RlcalError(f"--bootstrap must be 0 or a number of resamples up to {A.MAX_RESAMPLES}, got {args.bootstrap}")
     for flag, path in (("--out", args.out), ("--plot", args.plot)):
         if path is not None:
             check_out_file(path, flag)  # a folder, or a place that cannot be written: said before any work

@@ -124,16 +124,16 @@ def check_output_dir(recipe: Recipe) -> None:
     (its marker files or a `checkpoint-*`: resuming and re-running stay possible); anything else, such as a model
     folder or a folder of other files, is refused before any work, so that nothing of its is overwritten."""
     out = recipe.output_dir
-    check_creatable(out, "training.output_dir")
-    if not out.is_dir():
-        return
-    entries = [p.name for p in out.iterdir()]
-    ours = [n for n in entries if n in TRAIN_MARKERS or n.startswith("checkpoint-")]
-    if entries and not ours:
-        shown = ", ".join(sorted(entries)[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
-        raise RlcalError(
-            f"training.output_dir {out} holds files rlcal train did not write ({shown}); give a new or empty folder"
-        )
+    if out.is_dir():
+        entries = [p.name for p in out.iterdir()]
+        ours = [n for n in entries if n in TRAIN_MARKERS or n.startswith("checkpoint-")]
+        if entries and not ours:
+            shown = ", ".join(sorted(entries)[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+            raise RlcalError(
+                f"training.output_dir {out} holds files rlcal train did not write ({shown}); give a new or empty "
+                "folder"
+            )
+    check_creatable(out, "training.output_dir")  # after the refusal: a folder of someone else's is left untouched
 
 
 def check_runtime(recipe: Recipe) -> None:

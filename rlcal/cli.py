@@ -50,6 +50,11 @@ def _load(command: str):
         raise
 
 
+def one_line(exc: BaseException) -> str:
+    """The error message on one line, whatever it quotes (a column name or a recipe key may hold a newline)."""
+    return " ".join(str(exc).splitlines()).strip() or type(exc).__name__
+
+
 def version() -> str:
     """rlcal's version, from the installed package metadata (pyproject.toml is the one place it is written); a
     source checkout run without installing reads its pyproject.toml."""
@@ -112,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = sub.parse_args(argv[1:])
         return int(module.run(args) or 0)
     except RlcalError as exc:
-        print(f"rlcal {command}: error: {exc}", file=sys.stderr)
+        print(f"rlcal {command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rlcal {command}: interrupted", file=sys.stderr)

@@ -128,12 +128,12 @@ table(
         (
             "train/data-not-utf8",
             lambda e: ["train", e.train_recipe(), "--data.source", e.file("d.jsonl", NOT_UTF8)],
-            r"d.jsonl: not UTF-8 text \(invalid start byte at line 1",
+            r"d.jsonl: line 1: not UTF-8 text \(invalid start byte",
         ),
         (
             "eval/data-not-utf8",
             lambda e: e.eval_args(data=e.file("d.jsonl", b'{"a": 1}\n' + NOT_UTF8)),
-            r"d.jsonl: not UTF-8 text .*line 2",
+            r"d.jsonl: line 2: not UTF-8 text",
         ),
         (
             "eval/data-csv-not-utf8",
@@ -156,6 +156,22 @@ table(
             "eval/tokenizer-without-files",
             lambda e: e.eval_args("--tokenizer", e.foreign()),
             r"tokenizer folder theirs has no config.json",
+        ),
+    ]
+)
+
+table(
+    [
+        ("score/nested-too-deeply", lambda e: ["score", e.preds("[" * 100_000)], r"line 1: JSON nested too deeply"),
+        (
+            "eval/data-nested-too-deeply",  # pyarrow itself would crash the process (segmentation fault)
+            lambda e: e.eval_args(data=e.file("d.jsonl", '{"question": "q", "answer": ' + "[" * 100_000 + "}\n")),
+            r"d.jsonl: line 1: JSON nested too deeply",
+        ),
+        (
+            "train/data-row-not-an-object",
+            lambda e: ["train", e.train_recipe(), "--data.source", e.file("d.jsonl", '["q", "a"]\n')],
+            r"d.jsonl: line 1: expected a JSON object",
         ),
     ]
 )

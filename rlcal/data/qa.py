@@ -46,6 +46,37 @@ def check_columns(value: Any, what: str = "columns") -> dict[str, str] | None:
     return {str(k): str(v) for k, v in value.items()}
 
 
+def check_jsonl_file(path: Path, source: str) -> None:
+    """Every line of a local JSONL file is UTF-8 and a JSON object (blank lines aside): a bad line is an RlcalError
+    naming it. One pass with Python's json before pyarrow reads the file, because pyarrow reports bad bytes only
+    mid-map, as a traceback, and crashes the process (a segmentation fault) on deeply nested arrays."""
+    import json
+
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise RlcalError(f"cannot read {source}: {exc.strerror or exc}") from None
+    with handle:
+        for lineno, raw in enumerate(handle, 1):
+            where = f"{source}: line {lineno}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RlcalError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            if lineno == 1:
+                text = text.removeprefix("\ufeff")
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise RlcalError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+            except RecursionError:
+                raise RlcalError(f"{where}: JSON nested too deeply") from None
+            if not isinstance(row, dict):
+                raise RlcalError(f"{where}: expected a JSON object (one QA row), got {type(row).__name__}")
+
+
 def _load_raw(source: str, subset: str | None, split: str):
     import datasets
 
@@ -53,7 +84,9 @@ def _load_raw(source: str, subset: str | None, split: str):
     if path.suffix.lower() in LOCAL_FORMATS:
         if not path.is_file():
             raise RlcalError(f"data file not found: {source}")
-        if LOCAL_FORMATS[path.suffix.lower()] != "parquet":  # pyarrow would fail later, mid-map, with a traceback
+        if path.suffix.lower() == ".jsonl":
+            check_jsonl_file(path, source)
+        elif LOCAL_FORMATS[path.suffix.lower()] != "parquet":  # pyarrow would fail later, mid-map, with a traceback
             check_utf8_file(path, source)
         try:
             return datasets.load_dataset(LOCAL_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
@@ -109,6 +142,8 @@ def load_qa_dataset(
 
 
 def _load_qa_dataset(source, split, subset, columns, split_filter, split_column, max_samples, weight_column, seed):
+    import datasets
+
     ds = _load_raw(source, subset, split)
     mapping = {name: name for name in STANDARD_COLUMNS}
     mapping.update(columns or {})
@@ -153,7 +188,13 @@ def _load_qa_dataset(source, split, subset, columns, split_filter, split_column,
             "aliases": [str(a) for a in aliases] if isinstance(aliases, list | tuple) else [],
         }
 
-    ds = ds.map(standardise, with_indices=True, desc="standardise columns")
+    # The standard columns' types are given: inferred, they keep the file's (datasets 5 casts a numeric answer
+    # column back to int64, so `answer` would be 7, not "7", and aliases [x, 3] stay mixed).
+    features = ds.features.copy()
+    text = datasets.Value("string")
+    listing = getattr(datasets, "List", None) or datasets.Sequence  # List: datasets >= 4; Sequence before
+    features.update(question=text, answer=text, aliases=listing(text))
+    ds = ds.map(standardise, with_indices=True, features=features, desc="standardise columns")
     if len(ds) == 0:
         raise RlcalError(f"{source}: no rows" + (f" with {split_column} == {split_filter!r}" if split_filter else ""))
     if weight_column is not None:

@@ -207,6 +207,8 @@ def load_predictions(
             record = json.loads(text)
         except json.JSONDecodeError as exc:
             raise _bad(where, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        except RecursionError:  # `[[[[...` thousands deep: Python's parser gives up, which is bad input too
+            raise _bad(where, "JSON nested too deeply") from None
         predictions.append(parse_record(record, answer_grader, where))
     if not predictions:
         raise RlcalError(f"{name}: no records (the file is empty)")

@@ -672,3 +672,18 @@ def test_interrupt_is_exit_130_and_one_line(env, capsys, monkeypatch):
     assert main(["score", preds, "--out", "m.json", "--plot", "r.png"]) == 130
     assert capsys.readouterr().err == "rlcal score: interrupted\n"
     assert tree(env.tmp) == before
+
+
+def test_check_creatable_on_a_non_main_process_writes_nothing(tmp_path, monkeypatch):
+    """Process 1 of a distributed run only looks (the main process probes); a file in the way is still refused."""
+    from rlcal.common.errors import RlcalError
+    from rlcal.common.files import check_creatable
+
+    monkeypatch.setenv("RANK", "1")
+    calls = []
+    monkeypatch.setattr("tempfile.mkdtemp", lambda *a, **k: calls.append(a) or "/nonexistent")
+    check_creatable(tmp_path / "run")
+    (tmp_path / "f").write_text("")
+    with pytest.raises(RlcalError, match="is a file"):
+        check_creatable(tmp_path / "f" / "run")
+    assert calls == [] and [p.name for p in tmp_path.iterdir()] == ["f"]

@@ -104,6 +104,12 @@ def check_creatable(path: str | os.PathLike[str], label: str = "output folder", 
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise RlcalError(f"cannot write to {label} {path}: {probe} is a file, not a folder")
+    if os.environ.get("RANK", "0") != "0":
+        # A non-main process of a distributed run writes nothing, not even a probe (tests/test_distributed.py checks
+        # it); the main process probes for all, and a failure there ends the launch.
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise RlcalError(f"cannot write to {label} {path}: permission denied")
+        return
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".rlcal-probe-", dir=probe))
     except OSError as exc:

@@ -176,6 +176,17 @@ table(
     ]
 )
 
+table(
+    [
+        ("eval/max-new-tokens-huge", lambda e: e.eval_args("--max-new-tokens", "10000000"), r"at most 32768"),
+        ("pretrain/vocab-size-huge", lambda e: ["pretrain", e.pretrain_recipe(vocab_size=10**9)], r"vocab_size="),
+        ("score/negative-seed", lambda e: ["score", e.preds(GOOD), "--seed", "-1"], r"--seed must be >= 0, got -1"),
+        ("eval/negative-seed", lambda e: e.eval_args("--seed", "-1"), r"--seed must be from 0 to 2\*\*32 - 1"),
+        ("train/negative-seed", lambda e: ["train", e.train_recipe(seed=-1)], r"training.seed must be from 0"),
+        ("train/nan-learning-rate", lambda e: ["train", e.train_recipe(), "--learning_rate", "nan"], r"got nan"),
+    ]
+)
+
 # ---- recipes and flags -----------------------------------------------------------------------------------------
 
 table(

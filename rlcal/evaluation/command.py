@@ -207,12 +207,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Validate everything cheap (flags, recipe, task, which model) before loading a model.
     thresholds = parse_thresholds(args.thresholds)
-    for name, cap in (("batch_size", None), ("max_new_tokens", None), ("n_bins", MAX_BINS), ("num_samples", 1000)):
+    for name, cap in (("batch_size", None), ("max_new_tokens", 32_768), ("n_bins", MAX_BINS), ("num_samples", 1000)):
         value, flag = getattr(args, name), f"--{name.replace('_', '-')}"
         if value < 1:
             raise RlcalError(f"{flag} must be >= 1")
         if cap is not None and value > cap:
             raise RlcalError(f"{flag} must be at most {cap}, got {value}")
+    if not 0 <= args.seed < 2**32:  # torch and numpy seeds
+        raise RlcalError(f"--seed must be from 0 to 2**32 - 1, got {args.seed}")
     if not 0 <= args.bootstrap <= MAX_RESAMPLES:
         raise RlcalError(f"--bootstrap must be from 0 (no intervals) to {MAX_RESAMPLES}, got {args.bootstrap}")
     out = Path(args.out)

@@ -410,6 +410,8 @@ def score_file(
 def run(args: argparse.Namespace) -> int:
     if not 1 <= args.bins <= A.MAX_BINS:
         raise RlcalError(f"--bins must be an integer from 1 to {A.MAX_BINS}, got {args.bins}")
+    if args.seed < 0:
+        raise RlcalError(f"--seed must be >= 0, got {args.seed}")
     if not 0 <= args.bootstrap <= A.MAX_RESAMPLES:
         raise RlcalError(f"--bootstrap must be 0 or a number of resamples up to {A.MAX_RESAMPLES}, got {args.bootstrap}")
     for flag, path in (("--out", args.out), ("--plot", args.plot)):

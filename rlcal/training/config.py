@@ -605,6 +605,10 @@ def _check_training_numbers(args: Any) -> None:
     for name in ("warmup_steps", "weight_decay", "max_grad_norm", "beta"):
         if getattr(args, name, None) is not None and not number(name) >= 0:
             raise RlcalError(f"training.{name} must be >= 0, got {getattr(args, name)!r}")
+    for name in ("seed", "data_seed"):  # transformers' set_seed hands it to numpy, which takes 0 to 2**32 - 1
+        value = getattr(args, name, None)
+        if value is not None and not 0 <= number(name) < 2**32:
+            raise RlcalError(f"training.{name} must be from 0 to 2**32 - 1, got {value}")
     ratio = getattr(args, "warmup_ratio", None)
     if ratio is not None and not 0 <= number("warmup_ratio") <= 1:
         raise RlcalError(f"training.warmup_ratio must be in [0, 1], got {ratio!r}")

@@ -133,13 +133,14 @@ class PretrainConfig:
         if self.model_size not in SIZES:
             raise RlcalError(f"model_size must be one of {', '.join(SIZES)}, got {self.model_size!r}")
         checks = {
-            "vocab_size": self.vocab_size >= 300,
-            "max_seq_len": self.max_seq_len >= 8,
-            "epochs": self.epochs > 0,
+            # upper bounds: far above a toy model's needs, below what exhausts memory or runs for days
+            "vocab_size": 300 <= self.vocab_size <= 1_000_000,
+            "max_seq_len": 8 <= self.max_seq_len <= 65_536,
+            "epochs": 0 < self.epochs <= 100_000,
             "learning_rate": self.learning_rate > 0 and math.isfinite(self.learning_rate),
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
             "weight_decay": self.weight_decay >= 0,
-            "batch_size": self.batch_size > 0,
+            "batch_size": 0 < self.batch_size <= 1_000_000,
             "seed": self.seed >= 0,
             "num_threads": self.num_threads >= 0,
             "logging_steps": self.logging_steps > 0,

@@ -12,6 +12,10 @@ outputs is staged in a hidden sibling folder and swapped in by `replace_dir`: th
 new one renamed into its place, the old one deleted. On any error, KeyboardInterrupt included, the destination is
 left as it was and no temporary file or folder remains. Everything gets the mode a plain `open()` / `mkdir()`
 would give (the umask), not mkstemp's private 0o600. Test: `pytest tests/test_files.py`.
+
+The checks every command runs on what the user named, before any work (docs/errors.md): `check_creatable` (an
+output place can be made, probed without creating it), `check_out_dir` / `check_out_file`, `check_model_ref`,
+`read_text` and `check_utf8_file` (files that must be UTF-8).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ Sources: a local `.jsonl`/`.json`/`.csv`/`.parquet` file, or any `datasets` hub 
 Columns are mapped onto rlcal's standard names: `question`, `answer`, `aliases` (list[str], may be empty);
 every other column is kept (extra columns reach TRL reward functions as keyword arguments). After
 `prepare_prompts` each row also has `threshold` (t) and `prompt` (the rendered confidence-target prompt).
+Bad rows are `RlcalError`s naming the file and line or row: bytes that are not UTF-8, a JSONL line that is not
+a JSON object, a null or blank question or gold answer (it would grade every reply wrong). docs/errors.md.
 """
 
 from __future__ import annotations

@@ -50,6 +50,11 @@ def _load(command: str):
         raise
 
 
+def one_line(exc: BaseException) -> str:
+    """The error message on one line, whatever it quotes (a column name or a recipe key may hold a newline)."""
+    return " ".join(str(exc).splitlines()).strip() or type(exc).__name__
+
+
 def version() -> str:
     """rlcal's version, from the installed package metadata (pyproject.toml is the one place it is written); a
     source checkout run without installing reads its pyproject.toml."""
@@ -64,6 +69,14 @@ def version() -> str:
         return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
     except (ImportError, OSError, KeyError, ValueError):
         return "unknown"
+
+
+class _SubParser(argparse.ArgumentParser):
+    """A sub-command's parser whose usage errors are one line (`rlcal score: error: argument --bins: invalid int
+    value: 'x' (see rlcal score --help)`, exit 2) like every other bad input, not usage text plus a message."""
+
+    def error(self, message: str):  # argparse calls this on a bad or missing argument
+        raise RlcalError(f"{message} (see `{self.prog} --help`)")
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -99,12 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         module = _load(command)
-        sub = argparse.ArgumentParser(prog=f"rlcal {command}", description=COMMANDS[command][1])
+        sub = _SubParser(prog=f"rlcal {command}", description=COMMANDS[command][1])
         module.add_arguments(sub)
         args = sub.parse_args(argv[1:])
         return int(module.run(args) or 0)
     except RlcalError as exc:
-        print(f"rlcal {command}: error: {exc}", file=sys.stderr)
+        print(f"rlcal {command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rlcal {command}: interrupted", file=sys.stderr)

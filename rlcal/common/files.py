@@ -12,10 +12,15 @@ outputs is staged in a hidden sibling folder and swapped in by `replace_dir`: th
 new one renamed into its place, the old one deleted. On any error, KeyboardInterrupt included, the destination is
 left as it was and no temporary file or folder remains. Everything gets the mode a plain `open()` / `mkdir()`
 would give (the umask), not mkstemp's private 0o600. Test: `pytest tests/test_files.py`.
+
+The checks every command runs on what the user named, before any work (docs/errors.md): `check_creatable` (an
+output place can be made, probed without creating it), `check_out_dir` / `check_out_file`, `check_model_ref`,
+`read_text` and `check_utf8_file` (files that must be UTF-8).
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import secrets
 import shutil
@@ -28,11 +33,98 @@ from pathlib import Path
 from rlcal.common.errors import RlcalError
 
 
-def check_model_ref(name: str) -> None:
+def check_model_ref(name: str, what: str = "model") -> None:
     """A model is a local folder or a Hugging Face id `org/name` (fetched, or found in the cache, on first use);
-    anything else, such as a mistyped local path, is one clear `RlcalError` before any loading starts."""
-    if not Path(name).exists() and (name.startswith((".", "/", "~")) or name.count("/") != 1):
-        raise RlcalError(f"model not found: {name} (a local folder or a Hugging Face id like Qwen/Qwen2.5-0.5B)")
+    anything else, such as a mistyped local path, a file, or a folder without the `config.json` (or, for a LoRA
+    adapter, `adapter_config.json`) that every Hugging Face model folder has, is one clear `RlcalError` before any
+    loading starts. `what` names the thing in the message ("model", "tokenizer")."""
+    path = Path(name)
+    if not path.exists():
+        if name.startswith((".", "/", "~")) or name.count("/") != 1:
+            raise RlcalError(f"{what} not found: {name} (a local folder or a Hugging Face id like Qwen/Qwen2.5-0.5B)")
+        return
+    if not path.is_dir():
+        raise RlcalError(f"{what} {name} is a file; give the model folder (with config.json) or a Hugging Face id")
+    markers = ("tokenizer_config.json", "tokenizer.json", "config.json") if what == "tokenizer" else ("config.json",)
+    if not any((path / m).is_file() for m in (*markers, "adapter_config.json")):
+        raise RlcalError(f"{what} folder {name} has no {markers[-1]}: it is not a saved Hugging Face {what}")
+
+
+def read_text(path: str | os.PathLike[str], label: str = "") -> str:
+    """The UTF-8 text of a file the user named; a missing or unreadable file, a folder, or bytes that are not
+    UTF-8 are one `RlcalError` naming the file (and the line of the first bad byte)."""
+    name = label or str(path)
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise RlcalError(f"{name} is a folder, not a file") from None
+    except OSError as exc:
+        raise RlcalError(f"cannot read {name}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RlcalError(f"{name}: {utf8_error(data, exc)}") from None
+
+
+def utf8_error(data: bytes, exc: UnicodeDecodeError) -> str:
+    """`not UTF-8 text (invalid start byte at line 3, byte 17)`: where `data` stops being UTF-8."""
+    line = data.count(b"\n", 0, exc.start) + 1
+    return f"not UTF-8 text ({exc.reason} at line {line}, byte {exc.start})"
+
+
+def check_utf8_file(path: str | os.PathLike[str], label: str = "") -> None:
+    """Raise an `RlcalError` naming the line if the file at `path` is not UTF-8 text (read in chunks, so a large
+    data file costs one pass and little memory)."""
+    name = label or str(path)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, lines = 0, 1
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    at = offset + exc.start
+                    line = lines + chunk.count(b"\n", 0, max(exc.start, 0))
+                    raise RlcalError(f"{name}: not UTF-8 text ({exc.reason} at line {line}, byte {at})") from None
+                offset += len(chunk)
+                lines += chunk.count(b"\n")
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise RlcalError(f"{name}: not UTF-8 text ({exc.reason} at the end of the file)") from None
+    except OSError as exc:
+        raise RlcalError(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
+def check_creatable(path: str | os.PathLike[str], label: str = "output folder", beside: bool = False) -> None:
+    """Check, before any slow work, that `path` (a folder or a file) can be created or written: its nearest existing
+    ancestor must be a folder in which a new entry can be made (tried with a hidden probe folder, removed at once;
+    permission bits alone do not tell, e.g. for root or on a read-only mount). `beside`: the entry is made next to
+    `path` (a staged folder or file renamed into place), so the probe starts at its parent. Raises an `RlcalError`
+    naming `path`."""
+    target = Path(os.path.abspath(path))
+    probe = target.parent if beside else target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise RlcalError(f"cannot write to {label} {path}: {probe} is a file, not a folder")
+    if os.environ.get("RANK", "0") != "0":
+        # A non-main process of a distributed run writes nothing, not even a probe (tests/test_distributed.py checks
+        # it); the main process probes for all, and a failure there ends the launch.
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise RlcalError(f"cannot write to {label} {path}: permission denied")
+        return
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".rlcal-probe-", dir=probe))
+    except OSError as exc:
+        raise RlcalError(f"cannot write to {label} {path}: {exc.strerror or exc}") from None
+
+
+def check_out_file(path: str | os.PathLike[str], label: str = "--out") -> None:
+    """An output file the user named: not a folder, and its folder can be created or written (`check_creatable`)."""
+    if Path(path).is_dir():
+        raise RlcalError(f"{label} {path} is a directory; give a file name")
+    check_creatable(path, label, beside=True)
 
 
 def _umask() -> int:
@@ -150,6 +242,8 @@ def check_out_dir(final: str | Path, owned: Owned, label: str = "output director
     cwd = Path.cwd().resolve()
     if out.exists() and (cwd == out.resolve() or out.resolve() in cwd.parents):
         raise RlcalError(f"{label} {final} is (or holds) the current folder; give a new or empty folder")
+    # Where the staged folder will be made (beside `final`): checked now, not after the work that fills it.
+    check_creatable(out, label, beside=True)
     if out.is_dir() and owned is not None:
         if callable(owned):
             if any(out.iterdir()) and not owned(out):

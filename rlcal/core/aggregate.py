@@ -61,6 +61,10 @@ RATE_KEYS = ("answer_rate", "accuracy_answered", "hallucination_rate", "score") 
 PER_THRESHOLD_KEYS = COUNT_KEYS + RATE_KEYS
 BEHAVIORAL_CI_KEYS = ("behavioral_ece", "behavioral_monotone_share")
 DEFAULT_RESAMPLES = 1000
+# Sane caps on the counts users give (`--bins`, `--n-bins`, `--bootstrap`, `calibration.n_bins`): far above any
+# useful value, far below the sizes that exhaust memory (a bin count of 10^9 was killed after 24 GB).
+MAX_BINS = 10_000
+MAX_RESAMPLES = 100_000
 DEFAULT_SEED = 0
 DEFAULT_LEVEL = 0.95
 _CHUNK_CELLS = 2_000_000  # resamples x questions per matrix product: bounds memory (16 MB) for any n

@@ -8,15 +8,19 @@ Sources: a local `.jsonl`/`.json`/`.csv`/`.parquet` file, or any `datasets` hub 
 Columns are mapped onto rlcal's standard names: `question`, `answer`, `aliases` (list[str], may be empty);
 every other column is kept (extra columns reach TRL reward functions as keyword arguments). After
 `prepare_prompts` each row also has `threshold` (t) and `prompt` (the rendered confidence-target prompt).
+Bad rows are `RlcalError`s naming the file and line or row: bytes that are not UTF-8, a JSONL line that is not
+a JSON object, a null or blank question or gold answer (it would grade every reply wrong). docs/errors.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
+from rlcal.common.files import check_utf8_file
 from rlcal.core.prompts import PromptTemplate
 from rlcal.core.thresholds import ThresholdSampler
 
@@ -44,6 +48,37 @@ def check_columns(value: Any, what: str = "columns") -> dict[str, str] | None:
     return {str(k): str(v) for k, v in value.items()}
 
 
+def check_jsonl_file(path: Path, source: str) -> None:
+    """Every line of a local JSONL file is UTF-8 and a JSON object (blank lines aside): a bad line is an RlcalError
+    naming it. One pass with Python's json before pyarrow reads the file, because pyarrow reports bad bytes only
+    mid-map, as a traceback, and crashes the process (a segmentation fault) on deeply nested arrays."""
+    import json
+
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise RlcalError(f"cannot read {source}: {exc.strerror or exc}") from None
+    with handle:
+        for lineno, raw in enumerate(handle, 1):
+            where = f"{source}: line {lineno}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RlcalError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            if lineno == 1:
+                text = text.removeprefix("\ufeff")
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise RlcalError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+            except RecursionError:
+                raise RlcalError(f"{where}: JSON nested too deeply") from None
+            if not isinstance(row, dict):
+                raise RlcalError(f"{where}: expected a JSON object (one QA row), got {type(row).__name__}")
+
+
 def _load_raw(source: str, subset: str | None, split: str):
     import datasets
 
@@ -51,6 +86,10 @@ def _load_raw(source: str, subset: str | None, split: str):
     if path.suffix.lower() in LOCAL_FORMATS:
         if not path.is_file():
             raise RlcalError(f"data file not found: {source}")
+        if path.suffix.lower() == ".jsonl":
+            check_jsonl_file(path, source)
+        elif LOCAL_FORMATS[path.suffix.lower()] != "parquet":  # pyarrow would fail later, mid-map, with a traceback
+            check_utf8_file(path, source)
         try:
             return datasets.load_dataset(LOCAL_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
         except Exception as exc:  # datasets wraps parse errors in many types; one clear line is what users need
@@ -61,6 +100,22 @@ def _load_raw(source: str, subset: str | None, split: str):
         return datasets.load_dataset(source, subset, split=split)
     except Exception as exc:
         raise RlcalError(f"could not load dataset {source!r} (subset={subset}, split={split}): {exc}") from exc
+
+
+@contextmanager
+def _quiet_bars(quiet: bool) -> Iterator[None]:
+    """`datasets`' progress bars off while a local file is read and standardised: it takes well under a second,
+    and a bar on stderr would stand between the user and an error line about a bad row."""
+    import datasets
+
+    was_on = not datasets.are_progress_bars_disabled()
+    if quiet and was_on:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if quiet and was_on:
+            datasets.enable_progress_bars()
 
 
 def load_qa_dataset(
@@ -82,6 +137,15 @@ def load_qa_dataset(
     are drawn with replacement ∝ that column (`sample_by_weight`, seeded); otherwise the first `max_samples` are
     kept. Missing columns and empty results are `RlcalError`s.
     """
+    with _quiet_bars(Path(source).suffix.lower() in LOCAL_FORMATS):
+        return _load_qa_dataset(
+            source, split, subset, columns, split_filter, split_column, max_samples, weight_column, seed
+        )
+
+
+def _load_qa_dataset(source, split, subset, columns, split_filter, split_column, max_samples, weight_column, seed):
+    import datasets
+
     ds = _load_raw(source, subset, split)
     mapping = {name: name for name in STANDARD_COLUMNS}
     mapping.update(columns or {})
@@ -103,16 +167,36 @@ def load_qa_dataset(
                 f"{source}: missing column {mapping[name]!r} for {name!r} (columns: {', '.join(ds.column_names)})"
             )
 
-    def standardise(row: dict[str, Any]) -> dict[str, Any]:
+    def where(index: int) -> str:
+        return f"row {index + 1}" + (f" of the {split_filter!r} rows" if split_filter is not None else "")
+
+    def standardise(row: dict[str, Any], index: int) -> dict[str, Any]:
         aliases = nested(row, mapping["aliases"]) if mapping["aliases"].split(".")[0] in row else None
-        answer = nested(row, mapping["answer"])
+        # A null or blank gold answer would grade every reply wrong (and a null question asks "None"): both are
+        # refused, as `rlcal score` refuses them, rather than silently lowering the accuracy.
+        values = {name: nested(row, mapping[name]) for name in ("question", "answer")}
+        for name, value in values.items():
+            if value is None or isinstance(value, str) and not value.strip():
+                what = "null" if value is None else "empty"
+                raise RlcalError(f"{source}: {where(index)} has {what} {name} (column {mapping[name]!r})")
+            if isinstance(value, Mapping | list | tuple):
+                raise RlcalError(
+                    f"{source}: {where(index)}: {name} (column {mapping[name]!r}) must be text or a number, got "
+                    f"a {type(value).__name__}; map a nested field with columns, e.g. {{{name}: {mapping[name]}.value}}"
+                )
         return {
-            "question": str(nested(row, mapping["question"])),
-            "answer": str(answer) if answer is not None else "",
+            "question": str(values["question"]),
+            "answer": str(values["answer"]),
             "aliases": [str(a) for a in aliases] if isinstance(aliases, list | tuple) else [],
         }
 
-    ds = ds.map(standardise, desc="standardise columns")
+    # The standard columns' types are given: inferred, they keep the file's (datasets 5 casts a numeric answer
+    # column back to int64, so `answer` would be 7, not "7", and aliases [x, 3] stay mixed).
+    features = ds.features.copy()
+    text = datasets.Value("string")
+    listing = getattr(datasets, "List", None) or datasets.Sequence  # List: datasets >= 4; Sequence before
+    features.update(question=text, answer=text, aliases=listing(text))
+    ds = ds.map(standardise, with_indices=True, features=features, desc="standardise columns")
     if len(ds) == 0:
         raise RlcalError(f"{source}: no rows" + (f" with {split_column} == {split_filter!r}" if split_filter else ""))
     if weight_column is not None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from rlcal.common.errors import RlcalError
+from rlcal.common.files import read_text
 from rlcal.common.recipes import find_recipe
 from rlcal.core.grading import GRADERS, AnswerGrader
 from rlcal.core.prompts import BEST_GUESS_INSTRUCTION, CONFIDENCE_TARGET_INSTRUCTION, PromptTemplate
@@ -274,7 +275,7 @@ def read_recipe_file(path: str | os.PathLike) -> dict[str, Any]:
 
     p = find_recipe(path)  # as given, else the recipe shipped with rlcal (docs/training.md)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_text(p, str(path)))
     except yaml.YAMLError as exc:
         raise RlcalError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(raw, Mapping):

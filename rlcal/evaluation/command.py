@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
-from rlcal.common.files import check_out_dir
-from rlcal.core.aggregate import DEFAULT_RESAMPLES
+from rlcal.common.files import check_model_ref, check_out_dir
+from rlcal.core.aggregate import DEFAULT_RESAMPLES, MAX_BINS, MAX_RESAMPLES
 from rlcal.core.grading import GRADERS
 from rlcal.core.prompts import FORMATS
 from rlcal.core.thresholds import DEFAULT_THRESHOLDS
@@ -27,7 +27,7 @@ from rlcal.data.qa import check_columns
 from rlcal.data.task import GRADING_FIELDS, PROMPT_FIELDS, SOURCE_FIELDS, TASK_FIELDS, QATask, read_recipe_file
 from rlcal.evaluation import CONFIDENCE_METHODS, POLICIES
 from rlcal.evaluation.evaluate import evaluate_model
-from rlcal.evaluation.models import load_model
+from rlcal.evaluation.models import check_adapter_ref, check_device, load_model
 from rlcal.evaluation.sweep import EVAL_FILES, format_summary, parse_thresholds, write_eval
 
 # ---- CLI ---------------------------------------------------------------------------------------------------------
@@ -207,16 +207,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Validate everything cheap (flags, recipe, task, which model) before loading a model.
     thresholds = parse_thresholds(args.thresholds)
-    for name in ("batch_size", "max_new_tokens", "n_bins", "num_samples"):
-        if getattr(args, name) < 1:
-            raise RlcalError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.bootstrap < 0:
-        raise RlcalError("--bootstrap must be >= 0 (0: no intervals)")
+    for name, cap in (("batch_size", None), ("max_new_tokens", 32_768), ("n_bins", MAX_BINS), ("num_samples", 1000)):
+        value, flag = getattr(args, name), f"--{name.replace('_', '-')}"
+        if value < 1:
+            raise RlcalError(f"{flag} must be >= 1")
+        if cap is not None and value > cap:
+            raise RlcalError(f"{flag} must be at most {cap}, got {value}")
+    if not 0 <= args.seed < 2**32:  # torch and numpy seeds
+        raise RlcalError(f"--seed must be from 0 to 2**32 - 1, got {args.seed}")
+    if not 0 <= args.bootstrap <= MAX_RESAMPLES:
+        raise RlcalError(f"--bootstrap must be from 0 (no intervals) to {MAX_RESAMPLES}, got {args.bootstrap}")
     out = Path(args.out)
     check_out_dir(out, EVAL_FILES, "--out")
+    check_device(args.device)
     recipe = read_recipe_file(args.recipe) if args.recipe else None
     task = eval_task(args, recipe)
     model_path, adapter = eval_model(args, recipe)
+    check_model_ref(model_path)
+    if args.tokenizer:
+        check_model_ref(args.tokenizer, "tokenizer")
+    if adapter is not None:
+        check_adapter_ref(adapter)
 
     dataset = task.load(seed=args.seed)
     critic = None

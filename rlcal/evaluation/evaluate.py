@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rlcal.common.errors import RlcalError
-from rlcal.core.aggregate import DEFAULT_RESAMPLES
+from rlcal.core.aggregate import DEFAULT_RESAMPLES, MAX_BINS
 from rlcal.core.fingerprint import eval_fingerprint
 from rlcal.core.grading import AnswerGrader
 from rlcal.core.prompts import PromptTemplate
@@ -57,6 +57,10 @@ def _rows(dataset: Any) -> list[dict[str, Any]]:
     for i, row in enumerate(dataset):
         if not isinstance(row, Mapping) or "question" not in row or "answer" not in row:
             raise RlcalError(f"eval row {i} needs 'question' and 'answer' fields, got {row!r:.120}")
+        for name in ("question", "answer"):  # a null or blank gold grades every reply wrong: refuse it, as score does
+            value = row[name]
+            if value is None or isinstance(value, str) and not value.strip():
+                raise RlcalError(f"eval row {i} has {'null' if value is None else 'empty'} {name}")
         aliases = row.get("aliases") or []
         rows.append(
             {
@@ -261,6 +265,8 @@ def evaluate_model(
     for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens), ("n_bins", n_bins)):
         if value < 1:
             raise RlcalError(f"{name} must be >= 1, got {value}")
+    if n_bins > MAX_BINS:
+        raise RlcalError(f"n_bins must be at most {MAX_BINS}, got {n_bins}")
 
     def run(shard: list[dict[str, Any]], offset: int) -> list[dict[str, Any]]:
         from accelerate import PartialState

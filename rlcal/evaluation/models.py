@@ -32,6 +32,37 @@ def _adapter_key_mismatch(model: Any, adapter: str) -> str | None:
     return "; ".join(parts)
 
 
+def check_device(device: str) -> None:
+    """`--device` is auto, cpu, cuda, cuda:N, mps or xpu[:N], and present on this machine: an `RlcalError` now,
+    not an assertion from torch after the data has loaded."""
+    import torch
+
+    if device == "auto":
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise RlcalError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
+    kind = parsed.type
+    if kind == "cpu":
+        return
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None), "mps": getattr(torch.backends, "mps", None)}
+    module = backend.get(kind)
+    if module is None:
+        raise RlcalError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    if not module.is_available():
+        raise RlcalError(f"--device {device}: no {kind.upper()} device on this machine (use --device cpu or auto)")
+    count = module.device_count() if hasattr(module, "device_count") else 1
+    if parsed.index is not None and parsed.index >= count:
+        raise RlcalError(f"--device {device}: this machine has {count} {kind} device(s) (0 to {count - 1})")
+
+
+def check_adapter_ref(adapter: str) -> None:
+    """A LoRA adapter is a folder with adapter_config.json (checked before the base model is loaded)."""
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise RlcalError(f"no LoRA adapter at {adapter} (adapter_config.json not found)")
+
+
 def load_model(
     model_path: str,
     adapter: str | None = None,
@@ -61,9 +92,8 @@ def load_model(
     if adapter is not None:
         from peft import PeftModel
 
+        check_adapter_ref(adapter)
         config_file = Path(adapter) / "adapter_config.json"
-        if not config_file.is_file():
-            raise RlcalError(f"no LoRA adapter at {adapter} (adapter_config.json not found)")
         try:
             made_for = json.loads(config_file.read_text()).get("base_model_name_or_path")
         except (OSError, ValueError):

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
-from rlcal.common.files import atomic_write_files
+from rlcal.common.files import atomic_write_files, check_out_file
 from rlcal.core import aggregate as A
 from rlcal.core.fingerprint import eval_fingerprint
 from rlcal.core.grading import ABSTAIN, CORRECT, GRADERS, WRONG, AnswerGrader
@@ -208,6 +208,8 @@ def load_predictions(
             record = json.loads(text)
         except json.JSONDecodeError as exc:
             raise _bad(where, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        except RecursionError:  # `[[[[...` thousands deep: Python's parser gives up, which is bad input too
+            raise _bad(where, "JSON nested too deeply") from None
         predictions.append(parse_record(record, answer_grader, where))
     if not predictions:
         raise RlcalError(f"{name}: no records (the file is empty)")
@@ -225,16 +227,17 @@ def outcome_metrics(predictions: Sequence[Prediction]) -> dict[str, Any]:
 
 def score_predictions(
     predictions: Sequence[Prediction], n_bins: int = DEFAULT_BINS, n_resamples: int = A.DEFAULT_RESAMPLES,
-    seed: int = 0,
+    seed: int = 0, grader: str = "exact",
 ) -> dict[str, Any]:  # fmt: skip
     """The metrics of `rlcal score` as a JSON-ready dict (see docs/metrics.md for every key). `n_resamples`
-    bootstrap resamples of questions (seeded by `seed`) give the 95 % intervals; 0 leaves them out."""
+    bootstrap resamples of questions (seeded by `seed`) give the 95 % intervals; 0 leaves them out. `grader` (the
+    one the predictions were graded with) goes into the eval-set `fingerprint` (`rlcal.core.fingerprint`)."""
     if not predictions:
         raise RlcalError("no predictions to score")
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise RlcalError(f"--bins must be a positive integer, got {n_bins!r}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 0:
-        raise RlcalError(f"--bootstrap must be a non-negative integer, got {n_resamples!r}")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or not 1 <= n_bins <= A.MAX_BINS:
+        raise RlcalError(f"--bins must be an integer from 1 to {A.MAX_BINS}, got {n_bins!r}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or not 0 <= n_resamples <= A.MAX_RESAMPLES:
+        raise RlcalError(f"--bootstrap must be an integer from 0 to {A.MAX_RESAMPLES}, got {n_resamples!r}")
     outcomes = [p.outcome for p in predictions]
     agg = A.aggregate(predictions, n_bins, calibration_threshold=None, n_resamples=n_resamples, seed=seed)
     calibration = agg["calibration"]
@@ -255,6 +258,9 @@ def score_predictions(
     result["overall"] = outcome_metrics(predictions)
     result["reliability"] = calibration["reliability"]
     result["behavioral_bins"] = behavior["behavioral_bins"]
+    # A record without a question id is a question of its own: its position stands in for it.
+    items = [(list(p.question) if p.question else i, p.threshold) for i, p in enumerate(predictions)]
+    result["fingerprint"] = eval_fingerprint(items, grader=grader, n_bins=n_bins, calibration_at="all")
     if "ci" in agg:
         result["ci"] = agg["ci"]
         result["bootstrap"] = agg["bootstrap"]
@@ -403,22 +409,21 @@ def score_file(
     abstain_phrases: Sequence[str] | None = None, n_resamples: int = A.DEFAULT_RESAMPLES, seed: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     """Load, grade and score a predictions file: the Python API behind `rlcal score`."""
-    return score_predictions(load_predictions(source, grader, abstain_phrases), n_bins, n_resamples, seed)
+    predictions = load_predictions(source, grader, abstain_phrases)
+    return score_predictions(predictions, n_bins, n_resamples, seed, grader=grader)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.bins < 1:
-        raise RlcalError(f"--bins must be a positive integer, got {args.bins}")
-    if args.bootstrap < 0:
-        raise RlcalError(f"--bootstrap must be 0 or a positive number of resamples, got {args.bootstrap}")
+    if not 1 <= args.bins <= A.MAX_BINS:
+        raise RlcalError(f"--bins must be an integer from 1 to {A.MAX_BINS}, got {args.bins}")
+    if args.seed < 0:
+        raise RlcalError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= args.bootstrap <= A.MAX_RESAMPLES:
+        raise RlcalError(f"--bootstrap must be 0 or a number of resamples up to {A.MAX_RESAMPLES}, got {args.bootstrap}")
     for flag, path in (("--out", args.out), ("--plot", args.plot)):
-        if path is not None and path.is_dir():
-            raise RlcalError(f"{flag} {path} is a directory; give a file name")
-    predictions = load_predictions(args.file, args.grader)
-    result = score_predictions(predictions, args.bins, n_resamples=args.bootstrap, seed=args.seed)
-    # A record without a question id is a question of its own: its position stands in for it.
-    items = [(list(p.question) if p.question else i, p.threshold) for i, p in enumerate(predictions)]
-    result["fingerprint"] = eval_fingerprint(items, grader=args.grader, n_bins=args.bins, calibration_at="all")
+        if path is not None:
+            check_out_file(path, flag)  # a folder, or a place that cannot be written: said before any work
+    result = score_file(args.file, args.bins, args.grader, n_resamples=args.bootstrap, seed=args.seed)
     source = "<stdin>" if args.file == "-" else str(args.file)
     # Everything is computed before anything is written, so a failure leaves no partial output behind.
     outputs: list[tuple[Path, bytes]] = []

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlcal.common.errors import RlcalError
 from rlcal.common.files import atomic_write_text
+from rlcal.core.aggregate import MAX_BINS
 from rlcal.core.thresholds import DEFAULT_THRESHOLDS, check_threshold
 from rlcal.data.task import HeldOutSource
 from rlcal.evaluation import CONFIDENCE_METHODS
@@ -89,6 +90,8 @@ class CalibrationEvalConfig(HeldOutSource):
             value = getattr(self, name)
             if value < 0 or (value == 0 and name != "every_n_steps"):
                 raise ValueError(f"calibration.{name} must be {'>= 0' if name == 'every_n_steps' else '> 0'}")
+        if self.n_bins > MAX_BINS or self.num_samples > 1000:
+            raise ValueError(f"calibration.n_bins must be at most {MAX_BINS} and calibration.num_samples at most 1000")
 
 
 # ---- the training hook --------------------------------------------------------------------------------------------

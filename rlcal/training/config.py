@@ -481,7 +481,8 @@ def _route_cli(items: list[tuple[str, list[str]]], trainer_cls: type) -> tuple[d
             if len(owners) > 1:
                 raise RlcalError(f"--{key} is ambiguous; write --{owners[0]}.{key} (or {', '.join(owners[1:])})")
             section, sub = owners[0], key
-        routed[section] += [f"--{sub}", *values]
+        # `--key=value` for one value: argparse would take `-1e-4` (or any value starting with "-") for a flag.
+        routed[section] += [f"--{sub}={values[0]}"] if len(values) == 1 else [f"--{sub}", *values]
     return routed, top
 
 
@@ -499,10 +500,10 @@ def _parse_section(
     parser.set_defaults_with_config(**values)
     namespace, remaining = parser.parse_known_args(cli)
     if remaining:
-        flags = [r[2:] for r in remaining if r.startswith("--")] or remaining
+        flags = [r[2:].partition("=")[0] for r in remaining if r.startswith("--")] or remaining
         raise unknown_keys_error(section, flags, known, "overrides")
     kwargs = {k: v for k, v in vars(namespace).items() if k in known}
-    cli_keys = {a[2:] for a in cli if a.startswith("--")}
+    cli_keys = {a[2:].partition("=")[0] for a in cli if a.startswith("--")}
     hints = typing.get_type_hints(cls)  # not f.type: HfArgumentParser rewrites it (Optional[str] -> str)
     optional = {name for name in known if type(None) in typing.get_args(hints.get(name))}
     for key in cli_keys & optional:  # `--key null` unsets an optional value (argparse would keep the string)
@@ -646,6 +647,7 @@ def validate(recipe: Recipe) -> None:
     sampler = recipe.reward.sampler()
     if thresholds_used and sampler.kind == "fixed" and sampler.value == 0:
         recipe.notes.append("confidence_target with t = 0 is the 0-1 reward: abstaining never pays")
+    _check_training_numbers(args)
     if args.max_completion_length is not None and args.max_completion_length <= 0:
         raise RlcalError("training.max_completion_length must be > 0")
     if args.temperature <= 0:
@@ -667,6 +669,42 @@ def validate(recipe: Recipe) -> None:
         _check_pretrain_recipe(recipe)
     if any(r == "wandb" for r in (args.report_to or [])) and recipe.wandb.mode == "disabled":
         recipe.notes.append("wandb.mode is disabled: nothing will be logged to W&B")
+
+
+def _check_training_numbers(args: Any) -> None:
+    """Trainer numbers that transformers and torch accept at parse time but fail on (or silently misuse) only after
+    the model, the warm-up or the first step: a negative learning rate is torch's `Invalid learning rate` at
+    optimizer creation, a zero batch size a DataLoader error, a negative logging_steps never logs."""
+
+    def number(name: str) -> float:
+        value = getattr(args, name)
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+
+    lr = number("learning_rate")
+    if not (math.isfinite(lr) and lr > 0):
+        raise RlcalError(f"training.learning_rate must be a number > 0, got {args.learning_rate!r}")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if not number(name) >= 1:
+            raise RlcalError(f"training.{name} must be >= 1, got {getattr(args, name)!r}")
+    steps, epochs = number("max_steps"), number("num_train_epochs")
+    if steps == 0 or steps < -1:
+        raise RlcalError(f"training.max_steps must be >= 1 (or -1: train num_train_epochs epochs), got {args.max_steps}")
+    if steps == -1 and not (math.isfinite(epochs) and epochs > 0):
+        raise RlcalError(f"training.num_train_epochs must be > 0 when max_steps is -1, got {args.num_train_epochs}")
+    for name in ("logging_steps", "save_steps", "eval_steps"):
+        value = getattr(args, name, None)
+        if value is not None and not number(name) > 0:
+            raise RlcalError(f"training.{name} must be > 0 (a step count, or a fraction of the run below 1), got {value}")
+    for name in ("warmup_steps", "weight_decay", "max_grad_norm", "beta"):
+        if getattr(args, name, None) is not None and not number(name) >= 0:
+            raise RlcalError(f"training.{name} must be >= 0, got {getattr(args, name)!r}")
+    for name in ("seed", "data_seed"):  # transformers' set_seed hands it to numpy, which takes 0 to 2**32 - 1
+        value = getattr(args, name, None)
+        if value is not None and not 0 <= number(name) < 2**32:
+            raise RlcalError(f"training.{name} must be from 0 to 2**32 - 1, got {value}")
+    ratio = getattr(args, "warmup_ratio", None)
+    if ratio is not None and not 0 <= number("warmup_ratio") <= 1:
+        raise RlcalError(f"training.warmup_ratio must be in [0, 1], got {ratio!r}")
 
 
 VLLM_MODES = ("colocate", "server")

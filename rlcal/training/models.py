@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rlcal.common.errors import RlcalError
-from rlcal.common.files import check_model_ref
+from rlcal.common.files import check_creatable, check_model_ref
 from rlcal.training.config import Recipe
 
 
@@ -107,9 +107,40 @@ def zero3_enabled() -> bool:
     return bool(is_deepspeed_zero3_enabled())
 
 
+# What `rlcal train` itself puts into training.output_dir (TRL/PEFT add the adapter and tokenizer files next to
+# them). A non-empty folder with none of these was not made by rlcal train, and training into it is refused.
+TRAIN_MARKERS = (
+    "rlcal_recipe.yaml",
+    "train_log.jsonl",
+    "train_summary.json",
+    "wandb_run_id.txt",
+    "warmup",
+    "calibration",
+)
+
+
+def check_output_dir(recipe: Recipe) -> None:
+    """training.output_dir can be created or written, and is new, empty, or an earlier output of `rlcal train`
+    (its marker files or a `checkpoint-*`: resuming and re-running stay possible); anything else, such as a model
+    folder or a folder of other files, is refused before any work, so that nothing of its is overwritten."""
+    out = recipe.output_dir
+    if out.is_dir():
+        entries = [p.name for p in out.iterdir()]
+        ours = [n for n in entries if n in TRAIN_MARKERS or n.startswith("checkpoint-")]
+        if entries and not ours:
+            shown = ", ".join(sorted(entries)[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+            raise RlcalError(
+                f"training.output_dir {out} holds files rlcal train did not write ({shown}); give a new or empty "
+                "folder"
+            )
+    check_creatable(out, "training.output_dir")  # after the refusal: a folder of someone else's is left untouched
+
+
 def check_runtime(recipe: Recipe) -> None:
-    """Environment checks that need no model: quantization backends, calibration hook. (A warm-up under ZeRO-3 is
-    checked by `rlcal.training.warmup.run_warmup`, which knows whether a cached warm-up makes it unnecessary.)"""
+    """Checks that need no model: the output folder (`check_output_dir`), quantization backends, calibration hook.
+    (A warm-up under ZeRO-3 is checked by `rlcal.training.warmup.run_warmup`, which knows whether a cached warm-up
+    makes it unnecessary.)"""
+    check_output_dir(recipe)
     if recipe.model.load_in_4bit or recipe.model.load_in_8bit:
         try:
             import bitsandbytes  # noqa: F401

@@ -77,6 +77,18 @@ COUNT_BUCKETS: tuple[tuple[str, int, float], ...] = (
     ("5-19", 5, 19),
     ("20+", 20, math.inf),
 )
+# Upper bounds on the world's counts: 500x the defaults or more, small enough that a typo (an extra three zeros)
+# is an error, not minutes of work and gigabytes of memory.
+WORLD_CAPS = {
+    "people": 1_000_000,
+    "mentions": 10_000_000,
+    "qa_people": 1_000_000,
+    "pattern_examples": 1_000_000,
+    "pattern_questions": 100_000,
+    "forecast_towns": 100_000,
+    "forecast_observations": 10_000,
+    "forecast_questions": 10_000,
+}
 WORLD_FILES = ("corpus.txt", "qa.jsonl", "mentions.jsonl", "world.json")
 # Bumped whenever the same config gives other files, so cached worlds (and the models pretrained on them) are
 # rebuilt. 2: the prompt documents say "penalized 1 point" (not "1 points") at t = 0.5.
@@ -187,6 +199,9 @@ class WorldConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 fail(f"{name} must be an integer, got {value!r}")
+        for name, cap in WORLD_CAPS.items():
+            if getattr(self, name) > cap:
+                fail(f"{name} must be at most {cap:,} (the world is built in memory), got {getattr(self, name):,}")
         if self.people <= 0:
             fail(f"people must be > 0, got {self.people}")
         if self.mentions <= 0:

@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
-from rlcal.common.files import atomic_write_bytes, staged_dir
+from rlcal.common.files import atomic_write_bytes, check_creatable, check_out_dir, read_text, staged_dir
 from rlcal.common.recipes import find_recipe
 from rlcal.world.corpus import FORMAT_VERSION as WORLD_FORMAT_VERSION
 from rlcal.world.corpus import (
+    WORLD_FILES,
     WorldConfig,
     build_world,
-    check_writable_dir,
     fresh_documents,
     load_world_stats,
     read_corpus,
@@ -133,13 +133,14 @@ class PretrainConfig:
         if self.model_size not in SIZES:
             raise RlcalError(f"model_size must be one of {', '.join(SIZES)}, got {self.model_size!r}")
         checks = {
-            "vocab_size": self.vocab_size >= 300,
-            "max_seq_len": self.max_seq_len >= 8,
-            "epochs": self.epochs > 0,
+            # upper bounds: far above a toy model's needs, below what exhausts memory or runs for days
+            "vocab_size": 300 <= self.vocab_size <= 1_000_000,
+            "max_seq_len": 8 <= self.max_seq_len <= 65_536,
+            "epochs": 0 < self.epochs <= 100_000,
             "learning_rate": self.learning_rate > 0 and math.isfinite(self.learning_rate),
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
             "weight_decay": self.weight_decay >= 0,
-            "batch_size": self.batch_size > 0,
+            "batch_size": 0 < self.batch_size <= 1_000_000,
             "seed": self.seed >= 0,
             "num_threads": self.num_threads >= 0,
             "logging_steps": self.logging_steps > 0,
@@ -188,7 +189,7 @@ def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -
 
     path = find_recipe(path)  # as given, else the recipe shipped with rlcal (rlcal.common.recipes)
     try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        recipe = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as exc:
         raise RlcalError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(recipe, dict):
@@ -264,7 +265,7 @@ def _check_output(output_dir: Path) -> None:
     """Refuse to replace a non-model directory, and check that the model can be written (before any slow work)."""
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not _is_model_dir(output_dir):
         raise RlcalError(f"{output_dir} exists and is not a model directory; refusing to overwrite it")
-    check_writable_dir(output_dir.parent)
+    check_creatable(output_dir, "output directory", beside=True)  # probes without creating any folder
 
 
 def _busy_cores() -> float:
@@ -298,6 +299,7 @@ def pretrain(config: PretrainConfig) -> Path:
     """Build (or reuse) the world, train tokenizer + tiny LM on its corpus, save an HF model dir; returns its path."""
     output_dir = Path(config.output_dir)
     _check_output(output_dir)  # fail fast, before the slow imports
+    check_out_dir(config.world_dir, WORLD_FILES, "world_dir")  # the world is (re)built there first
     import torch
 
     threads = torch.get_num_threads()

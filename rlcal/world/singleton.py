@@ -135,6 +135,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        from rlcal.common.files import check_out_file
+
+        check_out_file(args.out)  # before reading the file, not after
     result = analyze(args.file, args.min_ec, args.delta)
     text = json.dumps(result, indent=2)
     if args.out:

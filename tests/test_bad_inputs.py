@@ -471,7 +471,7 @@ table(
         ),
         (
             "train/unknown-trainer",
-            lambda e: ["train", e.train_recipe(), "--trainer", "ppo"],
+            lambda e: ["train", e.train_recipe(), "--trainer", "dpo"],
             r"trainer must be one of",
         ),
         (

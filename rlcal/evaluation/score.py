@@ -259,7 +259,8 @@ def score_predictions(
     result["reliability"] = calibration["reliability"]
     result["behavioral_bins"] = behavior["behavioral_bins"]
     # A record without a question id is a question of its own: its position stands in for it.
-    items = [(list(p.question) if p.question else i, p.threshold) for i, p in enumerate(predictions)]
+    ids = [list(p.question) if isinstance(p.question, tuple) else p.question for p in predictions]
+    items = [(i if q is None else q, p.threshold) for i, (q, p) in enumerate(zip(ids, predictions, strict=True))]
     result["fingerprint"] = eval_fingerprint(items, grader=grader, n_bins=n_bins, calibration_at="all")
     if "ci" in agg:
         result["ci"] = agg["ci"]

@@ -194,12 +194,12 @@ table(
         (
             "train/negative-learning-rate",
             lambda e: ["train", e.train_recipe(), "--learning_rate=-1e-4"],
-            r"training.learning_rate must be a number > 0",
+            r"training.learning_rate must be a number >= 0",
         ),
         (
-            "train/zero-learning-rate-in-yaml",
-            lambda e: ["train", e.train_recipe(learning_rate=0)],
-            r"training.learning_rate must be a number > 0",
+            "train/nan-learning-rate-in-yaml",
+            lambda e: ["train", e.train_recipe(learning_rate=float("nan"))],
+            r"training.learning_rate must be a number >= 0",
         ),
         (
             "train/zero-batch-size",
@@ -221,7 +221,7 @@ table(
         (
             "train/dry-run-negative-learning-rate",
             lambda e: ["train", e.train_recipe(), "--dry-run", "--learning_rate", "-1"],
-            r"learning_rate must be a number > 0",
+            r"learning_rate must be a number >= 0",
         ),
         ("eval/device-not-a-device", lambda e: e.eval_args("--device", "gpu"), r"--device must be auto, cpu, cuda"),
         (

@@ -681,8 +681,8 @@ def _check_training_numbers(args: Any) -> None:
         return value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
 
     lr = number("learning_rate")
-    if not (math.isfinite(lr) and lr > 0):
-        raise RlcalError(f"training.learning_rate must be a number > 0, got {args.learning_rate!r}")
+    if not (math.isfinite(lr) and lr >= 0):  # 0 is allowed: the step-time benchmarks train with frozen weights
+        raise RlcalError(f"training.learning_rate must be a number >= 0, got {args.learning_rate!r}")
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if not number(name) >= 1:
             raise RlcalError(f"training.{name} must be >= 1, got {getattr(args, name)!r}")

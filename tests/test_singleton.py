@@ -91,17 +91,19 @@ def test_singleton_count_matches_a_direct_count(pairs):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"question": "q", "answer": "a"}\n{not json\n', ":2: not valid JSON"),
+        ('{"question": "q", "answer": "a"}\n{not json\n', ":2: invalid JSON"),
         ('{"question": "q"}\n', "needs a `question` (or `prompt`) and a string `answer`"),
         ('{"answer": "a"}\n', "needs a `question`"),
         ('{"question": "q", "answer": ["a"]}\n', "string `answer`"),
         ("[1, 2]\n", "expected a JSON object"),
         ("\n\n", "no records"),
+        ("[" * 100_000 + "\n", ":1: JSON nested too deeply"),  # Python's parser gives up: bad input, not a crash
+        (b'{"question": "q", "answer": "a"}\n\xff\n', ":2: not UTF-8 text"),
     ],
 )
 def test_malformed_files_give_one_clear_error(tmp_path, capsys, content, message):
     path = tmp_path / "bad.jsonl"
-    path.write_text(content)
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
     out = tmp_path / "out.json"
     code, _, err = run_cli(capsys, path, "--out", out)
     assert code == 2

@@ -21,6 +21,7 @@ from typing import Any
 
 from rlcal.common.errors import RlcalError
 from rlcal.common.files import check_utf8_file
+from rlcal.common.jsonl import BLANK, parse_line
 from rlcal.core.prompts import PromptTemplate
 from rlcal.core.thresholds import ThresholdSampler
 
@@ -52,8 +53,6 @@ def check_jsonl_file(path: Path, source: str) -> None:
     """Every line of a local JSONL file is UTF-8 and a JSON object (blank lines aside): a bad line is an RlcalError
     naming it. One pass with Python's json before pyarrow reads the file, because pyarrow reports bad bytes only
     mid-map, as a traceback, and crashes the process (a segmentation fault) on deeply nested arrays."""
-    import json
-
     try:
         handle = path.open("rb")
     except OSError as exc:
@@ -61,20 +60,9 @@ def check_jsonl_file(path: Path, source: str) -> None:
     with handle:
         for lineno, raw in enumerate(handle, 1):
             where = f"{source}: line {lineno}"
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise RlcalError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-            if lineno == 1:
-                text = text.removeprefix("\ufeff")
-            if not text.strip():
+            row = parse_line(raw, lineno, where)
+            if row is BLANK:
                 continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise RlcalError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-            except RecursionError:
-                raise RlcalError(f"{where}: JSON nested too deeply") from None
             if not isinstance(row, dict):
                 raise RlcalError(f"{where}: expected a JSON object (one QA row), got {type(row).__name__}")
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from rlcal.common.errors import RlcalError
 from rlcal.common.files import atomic_write_files, check_out_file
+from rlcal.common.jsonl import BLANK, parse_line
 from rlcal.core import aggregate as A
 from rlcal.core.fingerprint import eval_fingerprint
 from rlcal.core.grading import ABSTAIN, CORRECT, GRADERS, WRONG, AnswerGrader
@@ -196,20 +197,9 @@ def load_predictions(
     lines = tqdm(_lines(source), desc="scoring", unit=" records", delay=1.0, disable=None, leave=False)
     for lineno, raw in lines:
         where = f"{name} line {lineno}"
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _bad(where, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        if lineno == 1:
-            text = text.removeprefix("\ufeff")
-        if not text.strip():
+        record = parse_line(raw, lineno, where)
+        if record is BLANK:
             continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _bad(where, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-        except RecursionError:  # `[[[[...` thousands deep: Python's parser gives up, which is bad input too
-            raise _bad(where, "JSON nested too deeply") from None
         predictions.append(parse_record(record, answer_grader, where))
     if not predictions:
         raise RlcalError(f"{name}: no records (the file is empty)")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcal.common.errors import RlcalError
+from rlcal.common.jsonl import BLANK, parse_line
 from rlcal.core.grading import is_abstention
 
 
@@ -96,20 +97,14 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise RlcalError(f"file not found: {path}")
     records = []
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RlcalError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-                if not isinstance(record, dict):
-                    raise RlcalError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-                records.append(record)
-    except UnicodeDecodeError as exc:
-        raise RlcalError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, 1):
+            record = parse_line(raw, lineno, f"{path}:{lineno}")
+            if record is BLANK:
+                continue
+            if not isinstance(record, dict):
+                raise RlcalError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            records.append(record)
     if not records:
         raise RlcalError(f"{path}: no records")
     return records

@@ -45,9 +45,15 @@ def recipe(path: Path, model: str, qa: Path, out: Path) -> Path:
     return path
 
 
+def _default_sigint() -> None:
+    # A test runner started in the background of a shell without job control inherits SIGINT *ignored*, and so
+    # would the child: Python then never raises KeyboardInterrupt. A user's terminal delivers it; so must we.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*argv: str, stderr=subprocess.PIPE) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "rlcal.cli", *argv], env=ENV, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=stderr, text=True)
+                            stdout=subprocess.PIPE, stderr=stderr, text=True, preexec_fn=_default_sigint)
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:

@@ -160,15 +160,17 @@ def _evaluate(
     return metrics, predictions
 
 
-def _train(reward: str, model_dir: Path, out: Path, scale: str, seed: int, verbose: bool = False) -> tuple[str, str]:
-    """Post-train one LoRA copy with the toy recipe for `reward`; returns (the model the adapter sits on: the
+def _train(
+    reward: str, model_dir: Path, out: Path, scale: str, seed: int, verbose: bool = False, trainer: str = "grpo"
+) -> tuple[str, str]:
+    """Post-train one LoRA copy with the toy recipe for `reward` (`recipes/toy/<trainer>/`); returns (the model the adapter sits on: the
     warm-up model when the recipe has a warm-up, else the base; adapter dir). The
     training shows one progress bar per stage (`verbose`: every log dict too); its logs are in run_dir/*.jsonl."""
     from rlcal.training.config import load_recipe_dict, parse_recipe
     from rlcal.training.train import train
 
-    raw = load_recipe_dict(_recipe_path(f"grpo/config_{reward}.yaml"))
-    run_dir = out / f"rl_{reward}"
+    raw = load_recipe_dict(_recipe_path(f"{trainer}/config_{reward}.yaml"))
+    run_dir = out / (f"rl_{reward}" if trainer == "grpo" else f"rl_{trainer}_{reward}")
     shutil.rmtree(run_dir, ignore_errors=True)  # a demo run starts fresh: no resuming someone else's checkpoint
     raw["resume"] = "never"
     raw["model"] = {**raw["model"], "model_name_or_path": str(model_dir), "pretrain_recipe": None}

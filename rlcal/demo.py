@@ -32,8 +32,22 @@ from rlcal.common.recipes import shipped_recipe
 
 # Every model is evaluated on one fixed eval set at one fixed grid, chosen before any model was compared:
 # `reference` is the base model with t applied after generation (answer iff its own answer probability > t).
-MODELS = ("base", "reference", "binary", "confidence_target_warmup", "confidence_target")
-TRAINED = ("binary", "confidence_target")
+MODELS = (
+    "base",
+    "reference",
+    "binary_warmup",
+    "binary",
+    "confidence_target_warmup",
+    "confidence_target",
+    "stated_confidence_warmup",
+    "stated_confidence",
+)
+TRAINED = ("binary", "confidence_target", "stated_confidence")
+# How each trained route is evaluated: the stated-confidence route answers at the best-guess prompt with a stated
+# number, and t is applied afterwards (abstain iff the stated confidence <= t); its replies carry the tag.
+EVAL_OPTIONS: dict[str, dict[str, Any]] = {
+    "stated_confidence": {"policy": "posthoc", "confidence": "verbal", "max_new_tokens": 16},
+}
 DEMO_THRESHOLDS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 TARGET_THRESHOLDS = tuple(str(t) for t in DEMO_THRESHOLDS[1:])  # t > 0: where the rewards differ
 REPORT_THRESHOLDS = ("0.5", "0.7", "0.9")  # the answer-rate-by-confidence table
@@ -135,7 +149,16 @@ def _rl_rows(world_dir: Path, out: Path, seed: int) -> Path:
 
 
 def _evaluate(
-    name: str, model_path: str, adapter: str | None, rows, out: Path, scale: str, seed: int, policy: str = "prompt"
+    name: str,
+    model_path: str,
+    adapter: str | None,
+    rows,
+    out: Path,
+    scale: str,
+    seed: int,
+    policy: str = "prompt",
+    confidence: str = "answer_prob",
+    max_new_tokens: int = 12,
 ):
     from rlcal.core.prompts import PromptTemplate
     from rlcal.evaluation.evaluate import evaluate_model
@@ -150,7 +173,8 @@ def _evaluate(
         PromptTemplate(),
         thresholds=DEMO_THRESHOLDS,
         batch_size=SCALE[scale]["eval_batch"],
-        max_new_tokens=12,
+        confidence_method=confidence,
+        max_new_tokens=max_new_tokens,
         seed=seed,
         progress=f"eval {name}",
         distributed=False,
@@ -473,7 +497,12 @@ def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
         "of its answer; drift = ECE − the pretrained model's. Behavioral ECE and the monotone share are over the "
         "grid (docs/metrics.md). Abstain and hallucination rates are means over the grid's t > 0. `reference` is the "
         "pretrained model with t applied after generation (answer iff its answer probability > t); "
-        "`confidence_target_warmup` is the confidence-target run's starting point (the t-aware warm-up, before RL). "
+        "`binary` is 0-1 RL from `binary_warmup` (SFT on the model's own sampled answers, never an abstention: the "
+        "format only); `confidence_target` is RL with the confidence-target reward from `confidence_target_warmup` "
+        "(the t-aware warm-up: the reference policy's decisions, distilled); `stated_confidence` (BCRL's route) "
+        "answers at the best-guess prompt and states a confidence, trained with the Brier reward from "
+        "`stated_confidence_warmup` (its own sampled answers with their probabilities), and t is applied after "
+        "generation (abstain iff the stated confidence ≤ t); its ECE is that of the stated number. "
         "95 % intervals: bootstrap over questions, questions with the same prompt drawn together.",
         "",
         "| model | ECE | drift | behavioral ECE | monotone share | abstain rate | hallucination rate | accuracy (t = 0) |",
@@ -621,12 +650,12 @@ def _run_demo(out: Path, out_dir: str | Path, quick: bool, seed: int, verbose: b
     for reward in TRAINED:
         with clock.stage(f"post-train with the {reward} reward"):
             base_path, adapter = _train(reward, model_dir, out, scale, seed, verbose)
-        if reward == "confidence_target":  # what the warm-up alone does, so that what RL adds is visible
-            with clock.stage("evaluate confidence_target_warmup"):
-                name = "confidence_target_warmup"
-                metrics[name], predictions[name] = _evaluate(name, base_path, None, rows, out, scale, seed)
+        how = EVAL_OPTIONS.get(reward, {})
+        with clock.stage(f"evaluate {reward}_warmup"):  # what the warm-up alone does, so that what RL adds is visible
+            name = f"{reward}_warmup"
+            metrics[name], predictions[name] = _evaluate(name, base_path, None, rows, out, scale, seed, **how)
         with clock.stage(f"evaluate {reward}"):
-            metrics[reward], predictions[reward] = _evaluate(reward, base_path, adapter, rows, out, scale, seed)
+            metrics[reward], predictions[reward] = _evaluate(reward, base_path, adapter, rows, out, scale, seed, **how)
 
     summary: dict[str, Any] = {name: model_summary(metrics[name]) for name in MODELS}
     for name in MODELS:

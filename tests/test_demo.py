@@ -161,10 +161,15 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
             assert 0.0 <= m["answer_rate"] <= 1.0
     assert 0.0 <= summary["singleton_rate"] <= 1.0
     assert 0.0 <= summary["base_error_arbitrary_facts"] <= 1.0
-    assert {"base", "reference", "binary", "confidence_target_warmup", "confidence_target"} <= set(summary)
+    routes = {"base", "reference", "binary", "confidence_target", "stated_confidence"}
+    assert routes | {f"{r}_warmup" for r in ("binary", "confidence_target", "stated_confidence")} <= set(summary)
     assert 8 <= len(summary["claims"]) <= 8 + len(TARGET_THRESHOLDS)
     # The reference applies t after generation: its answers are monotone in t by construction.
     assert summary["reference"]["behavioral_monotone_share"] == 1.0
+    # So does the stated-confidence route (t applied to the stated number): its predictions say so.
+    assert summary["stated_confidence"]["behavioral_monotone_share"] == 1.0
+    stated = [json.loads(line) for line in (out / "eval" / "stated_confidence" / "predictions.jsonl").open()]
+    assert {p["policy"] for p in stated} == {"posthoc"}
     report = (out / "report.md").read_text()
     assert set(summary["by_base_confidence"]["confidence_target"]) == {"0.5", "0.7", "0.9"}
     for png in ("reliability.png", "answer_rate.png", "hallucination_by_count.png", "answer_rate_by_confidence.png"):

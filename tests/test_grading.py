@@ -209,6 +209,10 @@ def test_extract_answer():
     assert extract_answer("<answer> 42 </answer> because") == "42"
     assert extract_answer("<ANSWER>Lyon") == "Lyon"  # unterminated tag
     assert extract_answer("Lyon <confidence>0.8</confidence>") == "Lyon"
+    assert extract_answer("Lyon, 80% confident") == "Lyon"
+    assert extract_answer(" 12-03 (5% confident)") == "12-03"
+    assert extract_answer("Lyon. Confidence: 0.8") == "Lyon"
+    assert extract_answer("I am confident it is Lyon") == "I am confident it is Lyon"  # no number: kept
     assert extract_answer("\n\n  Answer:  Lyon  \nmore") == "Lyon"
     assert extract_answer("A: yes") == "yes"
     assert extract_answer("answers: x") == "answers: x"

@@ -82,6 +82,11 @@ def test_brier_and_log_score_with_and_without_confidence():
         ("no confidence stated", None),
         ("", None),
         ("Confidence: 0.3 <confidence>0.9</confidence>", 0.9),  # the tag wins
+        ("rainy, 80% confident", 0.8),  # the warm-up's stated-confidence format
+        ("12-03 (5 % confident)", 0.05),
+        ("I am not confident", None),  # no number
+        ("80 confident", None),  # the phrase needs the % sign
+        ("Confidence: 0.3, 90% confident", 0.3),  # the "Confidence:" phrase wins
     ],
 )
 def test_parse_confidence(text, expected):

@@ -16,6 +16,7 @@ import yaml
 
 from rlcal.cli import main as cli_main
 from rlcal.common.errors import RlcalError
+from rlcal.core.rewards import parse_confidence
 from rlcal.training import data as data_mod
 from rlcal.training import models, tracking, trainers, warmup
 from rlcal.training import train as train_mod
@@ -534,7 +535,8 @@ def test_t_aware_warmup_abstains_iff_the_base_probability_is_at_most_t(tmp_path,
     for example in stated:
         row = by_prompt[example["prompt"]]
         if example["completion"] != " I don't know.":
-            assert example["completion"] == f" 01-01 <confidence>{prob[row['question']]:.1f}</confidence>"
+            assert example["completion"] == f" 01-01, {round(100 * prob[row['question']], -1):.0f}% confident"
+            assert parse_confidence(example["completion"]) == pytest.approx(round(100 * prob[row["question"]], -1) / 100)
 
     # `answer_target: sample`: the answer rows' targets are the base model's own samples; which rows abstain is
     # still decided by the greedy answer's probability
@@ -551,6 +553,22 @@ def test_t_aware_warmup_abstains_iff_the_base_probability_is_at_most_t(tmp_path,
     for i, (example, plain) in enumerate(zip(drawn, examples, strict=True)):
         abstain = plain["completion"] == " I don't know."
         assert example["completion"] == (" I don't know." if abstain else f" {i % 28 + 1:02d}-02")
+
+    # sampled answers with `state_confidence`: the stated number is the base model's probability of the sampled
+    # answer (not of the greedy one): a wrong sample must not borrow the greedy answer's confidence
+    raw["warmup"].update(state_confidence=True)
+    asked = []
+
+    def fake_probs(model, tokenizer, prompts, answers):
+        asked.append(list(answers))
+        return [0.02 * (i % 40) for i in range(len(prompts))]
+
+    monkeypatch.setattr(warmup, "answer_probabilities", fake_probs)
+    drawn, _ = warmup.build_warmup_examples(parse_recipe(raw), dataset, model=None, tokenizer=None)
+    assert asked == [[f"{i % 28 + 1:02d}-02" for i in range(len(dataset))]]
+    for i, (example, plain) in enumerate(zip(drawn, examples, strict=True)):
+        if plain["completion"] != " I don't know.":
+            assert example["completion"] == f" {i % 28 + 1:02d}-02, {round(2 * (i % 40), -1):.0f}% confident"
 
 
 def test_weight_column_draws_training_questions_by_popularity(tmp_path):

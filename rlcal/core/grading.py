@@ -176,6 +176,11 @@ def normalize(text: str) -> str:
 _TAG_RE = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
 _CONF_TAG_RE = re.compile(r"<confidence>.*?(?:</confidence>|$)", re.S | re.I)
 _PREFIX_RE = re.compile(r"^\s*(?:final answer|answer|a)\s*[:：]\s*", re.I)
+# A stated confidence written as a phrase after the answer ("rainy, 80% confident", "rainy. Confidence: 0.8"): the
+# forms `rlcal.core.rewards.parse_confidence` reads, removed so that the answer alone is graded.
+_CONF_PHRASE_RE = re.compile(
+    r"[,;.]?\s*\(?\s*(?:[0-9]*\.?[0-9]+\s*%\s*confident|confidence\s*[:=]\s*[0-9]*\.?[0-9]+\s*%?)\s*\)?\.?", re.I
+)
 
 
 def _first_line(response: str) -> str:
@@ -187,12 +192,14 @@ def _first_line(response: str) -> str:
 
 def extract_answer(response: str) -> str:
     """The answer part of a reply: `<answer>…</answer>` if present, else the first non-empty line, minus an
-    "Answer:" prefix and any `<confidence>` tag."""
+    "Answer:" prefix and any stated confidence (`<confidence>` tag, "80% confident", "Confidence: 0.8")."""
     if "<" in response:
         tagged = _TAG_RE.search(response)
         if tagged:
             response = tagged.group(1)
         response = _CONF_TAG_RE.sub(" ", response)
+    if "onfiden" in response:
+        response = _CONF_PHRASE_RE.sub(" ", response)
     # Fast path for the common reply: cut at the first "\n"; if what is left holds no other line break or control
     # character (isprintable), it is the first non-empty line. Anything else takes the exact splitlines() path.
     if "\n" in response:

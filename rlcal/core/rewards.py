@@ -33,6 +33,7 @@ LOG_SCORE_EPS = 0.01
 _CONFIDENCE_RES = (
     re.compile(r"<confidence>\s*([0-9]*\.?[0-9]+)\s*(%?)\s*</confidence>", re.I),
     re.compile(r"confidence\s*[:=]\s*([0-9]*\.?[0-9]+)\s*(%?)", re.I),
+    re.compile(r"([0-9]*\.?[0-9]+)\s*(%)\s*confident", re.I),
 )
 
 
@@ -53,12 +54,13 @@ def completion_text(completion: Any) -> str:
 
 
 def parse_confidence(text: str) -> float | None:
-    """A stated confidence in [0, 1] from `<confidence>0.8</confidence>` or "Confidence: 80%"; else None.
+    """A stated confidence in [0, 1] from `<confidence>0.8</confidence>`, "Confidence: 80%" or "80% confident";
+    else None.
     Values above 1 without a % sign are read as percentages (80 -> 0.8); anything above 100 % is None.
-    The tag wins over a "Confidence:" phrase anywhere in the text. Never raises."""
+    The tag wins over a "Confidence:" phrase, which wins over "80% confident". Never raises."""
     if not isinstance(text, str):
         return None
-    if text.isascii() and "confidence" not in text.lower():  # cheap pre-check: most replies state none
+    if text.isascii() and "confiden" not in text.lower():  # cheap pre-check: most replies state none
         return None
     for pattern in _CONFIDENCE_RES:
         match = pattern.search(text)

@@ -199,7 +199,7 @@ class WarmupArguments:
     state_confidence: bool = field(
         default=False,
         metadata={
-            "help": "Append the base model's own probability of each answer target as `<confidence>0.7</confidence>` "
+            "help": "Append the base model's own probability of each answer target as `, 70% confident` "
             "(the stated-confidence route: train with reward `brier`, evaluate with --confidence verbal --policy "
             "posthoc). Needs max_new_tokens and training.max_completion_length long enough for the tag."
         },

@@ -1,13 +1,14 @@
 """`rlcal demo`: the paper's claims and behavioral calibration, end to end on the embedded world, with a report.
 
-    rlcal demo                      # full run (~12 minutes on 2 CPU cores) into outputs/demo
+    rlcal demo                      # full run (~7-8 minutes on 2 idle CPU cores) into outputs/demo
     rlcal demo --quick --out /tmp/d # the same pipeline at toy scale (under a minute): plumbing, not science
 
 Stages (each shows progress): build the world (birthdays + forecast towns) → pretrain the tiny LM (cross-entropy;
 cached) → evaluate the base model, and the reference (the base model with t applied after generation) → post-train
-one LoRA copy with the 0-1 reward and one with the confidence-target reward, same recipe, warm-up and budget
-(`recipes/toy/grpo/config_{binary,confidence_target}.yaml`) → evaluate both, and the warm-up model before RL →
-compare. Every model is evaluated on the same fixed eval set at the same grid of t. Writes `DIR/report.md` (tables
+one LoRA copy per route with the same data and RL budget: the 0-1 reward, the confidence-target reward (t in the
+prompt) and the stated-confidence route (Brier reward, t applied after generation), each from its own warm-up
+(`recipes/toy/grpo/config_{binary,confidence_target,stated_confidence}.yaml`) → evaluate each warm-up model and
+each RL model → compare. Every model is evaluated on the same fixed eval set at the same grid of t. Writes `DIR/report.md` (tables
 + plots), `DIR/summary.json` and every stage's own outputs (`eval/<model>/metrics.json`, `predictions.jsonl`, …).
 The report states each claim next to the measured number with its 95 % interval; a missed target is reported as
 measured, never tuned away.
@@ -44,7 +45,7 @@ MODELS = (
 )
 TRAINED = ("binary", "confidence_target", "stated_confidence")
 # How each trained route is evaluated: the stated-confidence route answers at the best-guess prompt with a stated
-# number, and t is applied afterwards (abstain iff the stated confidence <= t); its replies carry the tag.
+# number ("rainy, 80% confident"), and t is applied afterwards (abstain iff the stated confidence <= t).
 EVAL_OPTIONS: dict[str, dict[str, Any]] = {
     "stated_confidence": {"policy": "posthoc", "confidence": "verbal", "max_new_tokens": 16},
 }

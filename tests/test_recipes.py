@@ -68,6 +68,7 @@ def test_ppo_toy_recipes_match_their_grpo_twins():
         # calibration evals as often per completion: every 100 PPO steps (2 per rollout) = every 50 GRPO steps
         assert replace(ppo.calibration, every_n_steps=50) == grpo.calibration
         assert ppo.warmup.steps == grpo.warmup.steps and ppo.warmup.abstain_on == grpo.warmup.abstain_on
+        assert ppo.warmup.abstain_fraction == grpo.warmup.abstain_fraction
         completions = {
             r.trainer: r.training.max_steps // r.training.num_iterations * r.training.generation_batch_size
             for r in (ppo, grpo)

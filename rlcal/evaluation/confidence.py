@@ -15,7 +15,7 @@ Methods (`rlcal eval --confidence ...`):
 - `answer_prob_norm`: the length-normalised variant, exp(mean log-probability) (the geometric mean per token).
 - `agreement`: the share of k sampled answers (temperature 1, no top-k/top-p) that equal the greedy answer after
   `rlcal.core.grading.extract_answer` + `normalize`.
-- `verbal`: a confidence stated in the reply (`<confidence>0.8</confidence>`, "Confidence: 80%"), parsed by
+- `verbal`: a confidence stated in the reply (`<confidence>0.8</confidence>`, "Confidence: 80%", "80% confident"), parsed by
   `rlcal.core.rewards.parse_confidence`; None when the reply states none.
 
 Which tokens are "the answer" (`answer_span`): graders read the first non-empty line of a reply (or its

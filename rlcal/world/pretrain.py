@@ -29,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -116,7 +117,12 @@ class PretrainConfig:
     batch_size: int = field(default=16, metadata={"help": "Documents per step."})
     seed: int = field(default=0, metadata={"help": "Seed for model init and data order."})
     num_threads: int = field(
-        default=0, metadata={"help": "torch CPU threads; 0 = auto (all cores if idle, fewer if other jobs run)."}
+        default=0,
+        metadata={
+            "help": "torch CPU threads; 0 = auto (all cores if idle, fewer if other jobs run). The thread count "
+            "changes the order of floating-point sums, so the weights are bit-identical only for the same count "
+            "(recorded as `threads` in pretrain_done.json): set it for bit-for-bit reproducible runs."
+        },
     )
     logging_steps: int = field(default=25, metadata={"help": "Log the loss every N steps."})
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
@@ -303,7 +309,13 @@ def pretrain(config: PretrainConfig) -> Path:
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(config.num_threads or auto_threads())
+    use = config.num_threads or auto_threads()
+    if not config.num_threads and use < (os.cpu_count() or 1):
+        # Fewer threads train faster on a busy machine but sum in another order: other weights than an idle run's
+        # (measured: benchmark seed 2 pretrained with 1 thread and with 2 gave different models from one world).
+        print(f"pretrain: {use} of {os.cpu_count()} CPU threads (other jobs are running); the weights differ from a "
+              "run with another thread count: set num_threads for bit-identical reruns", file=sys.stderr)
+    torch.set_num_threads(use)
     try:
         # The model is written into a hidden sibling folder that replaces output_dir in one rename when complete.
         with staged_dir(output_dir, owned=None) as partial:

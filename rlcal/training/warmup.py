@@ -148,7 +148,7 @@ def build_warmup_examples(recipe: Recipe, dataset, model, tokenizer) -> tuple[li
             # The stated-confidence route: the answer, then the base model's own probability of it (a calibrated
             # base states a calibrated number; RL with `brier` refines it; evaluation applies t afterwards).
             stated = own_prob if (own and w.answer_target == "sample") else prob
-            # "80% confident": four tokens the toy corpus already has (the prompts say "75% confident"); the
+            # ", 80% confident": six tokens the toy corpus already has (its prompts say "75% confident"); the
             # 19-token `<confidence>0.8</confidence>` tag was garbled in nearly every temperature-1 sample after
             # the warm-up, so RL saw only unparseable replies (docs/training.md).
             target = f"{target}, {round(100 * stated, -1):.0f}% confident"

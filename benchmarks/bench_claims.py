@@ -2,6 +2,7 @@
 
     python benchmarks/bench_claims.py --seeds 0 1 2                 # full demos (~12 min each on 2 CPU cores)
     python benchmarks/bench_claims.py --seeds 0 1 --quick --out /tmp/claims   # pipeline check (seconds per seed)
+    python benchmarks/bench_claims.py --seeds 0 1 2 --rescore     # claims rebuilt from saved predictions (seconds)
 
 Each seed changes the world (people, towns, mentions), the pretraining and RL; the eval set is each world's own
 fixed eval split and the grid is the demo's, identical for every model. A seed whose demo already wrote
@@ -83,11 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="outputs/bench_claims")
     parser.add_argument("--quick", action="store_true", help="the demo's --quick pipeline (not science)")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="recompute finished seeds' metrics and claims from their saved predictions (no model runs)",
+    )
     args = parser.parse_args(argv)
     if any(s < 0 for s in args.seeds):
         print("bench_claims: seeds must be >= 0", file=sys.stderr)
         return 2
-    from rlcal.demo import run_demo
+    from rlcal.demo import rescore_demo, run_demo
 
     out = Path(args.out)
     scale = "quick" if args.quick else "full"
@@ -99,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if summary is None or summary.get("scale") != scale:
             print(f"[bench_claims] seed {seed}: running rlcal demo{' --quick' if args.quick else ''}", flush=True)
             summary = run_demo(seed_dir, quick=args.quick, seed=seed)
+        elif args.rescore:
+            print(f"[bench_claims] seed {seed}: rescoring {seed_dir} from its predictions", flush=True)
+            summary = rescore_demo(seed_dir)
         else:
             print(f"[bench_claims] seed {seed}: reusing {done}", flush=True)
         per_seed[seed] = summary

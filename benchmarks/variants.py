@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,15 @@ def _row(name: str, summary: dict[str, Any]) -> str:
     )
 
 
+def _same_warmup(cached: Path, used: Path) -> bool:
+    """Whether training used the copied warm-up unchanged (same cache key), so the demo's evaluation of it stands."""
+    try:
+        keys = [json.loads((folder / "warmup.json").read_text())["key"] for folder in (cached, used)]
+    except (OSError, KeyError, ValueError, TypeError):
+        return False
+    return keys[0] == keys[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlcal import demo
     from rlcal.training.config import load_recipe_dict, parse_recipe
@@ -62,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="the variant's name in the table")
     parser.add_argument("--seed", type=int, default=None, help="default: the demo's seed")
     parser.add_argument("--warmup-only", action="store_true")
+    parser.add_argument(
+        "--reuse-warmup",
+        action="store_true",
+        help="copy the demo's cached warm-up of this reward (DIR/rl_<reward>/warmup) when the overrides leave the "
+        "warm-up unchanged (its cache key decides: a changed warm-up is rebuilt) and skip re-evaluating it",
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/variants"))
     args = parser.parse_args(argv)
     summary = json.loads((args.demo / "summary.json").read_text())
@@ -80,16 +96,23 @@ def main(argv: list[str] | None = None) -> int:
     raw = _apply(raw, args.overrides)
     if args.warmup_only:
         raw["training"]["max_steps"] = 1  # the warm-up is what is measured; one RL step keeps train() unchanged
+    cached = args.demo / f"rl_{args.reward}" / "warmup"
+    if args.reuse_warmup and cached.is_dir():
+        shutil.rmtree(run_dir / "warmup", ignore_errors=True)
+        shutil.copytree(cached, run_dir / "warmup")
     start = time.time()
-    result = train(parse_recipe(raw, path=f"variant:{args.name}"))
+    recipe = parse_recipe(raw, path=f"variant:{args.name}")
+    result = train(recipe)
     print(f"[variants] {args.name} seed {seed}: trained in {time.time() - start:.0f}s", flush=True)
-    models = {"warmup": (result.model_path, None)} if raw.get("warmup", {}).get("steps") else {}
+    reused = args.reuse_warmup and cached.is_dir() and _same_warmup(cached, run_dir / "warmup")
+    models = {"warmup": (result.model_path, None)} if raw.get("warmup", {}).get("steps") and not reused else {}
     if not args.warmup_only:
         models["rl"] = (result.model_path, result.output_dir)
     lines, record = [], {"variant": args.name, "seed": seed, "reward": args.reward, "overrides": args.overrides}
     for label, (model, adapter) in models.items():
         how = demo.EVAL_OPTIONS.get(args.reward, {}) if label == "rl" else {}
-        metrics, _ = demo._evaluate(f"{args.name}-{label}", model, adapter, rows, run_dir, "full", seed, **how)
+        metrics, _ = demo._evaluate(f"{args.name}-{label}", model, adapter, rows, run_dir, "full", seed, **how,
+                                    prompt=recipe.data.prompt_template())  # fmt: skip
         record[label] = demo.model_summary(metrics)
         lines.append(_row(f"{args.name} ({label}, seed {seed})", record[label]))
     with (args.out / "variants.jsonl").open("a") as f:

@@ -325,3 +325,25 @@ def test_clustered_bootstrap_draws_whole_clusters():
     free = aggregate([Record(r.outcome, r.threshold, r.confidence, r.question) for r in records], n_resamples=200)
     lo_free, hi_free = free["per_threshold"]["0"]["ci"]["accuracy_answered"]
     assert 0.0 < lo_free < 0.5 < hi_free < 1.0
+
+
+def test_rate_changes_have_paired_intervals():
+    # 40 questions, 3 thresholds. Kind A (10) answers everywhere; kind B (30) answers at t = 0 only, except that
+    # 3 of them answer again at 0.75. Rates 1, 0.25, 0.325: changes -0.75 and +0.075. The second rise is 3
+    # questions out of 40: paired, every resample's change is (#B' drawn)/40 >= 0, so the interval stays >= 0 and
+    # its upper end is positive; the first change is surely negative.
+    records = []
+    for q in range(40):
+        a, again = q < 10, q in (10, 11, 12)
+        records += [
+            Record(CORRECT, 0.0, None, q),
+            Record(CORRECT if a else ABSTAIN, 0.5, None, q),
+            Record(CORRECT if a or again else ABSTAIN, 0.75, None, q),
+        ]
+    changes = aggregate(records)["behavioral"]["behavioral_rate_changes"]
+    assert [(c["from"], c["to"]) for c in changes] == [(0.0, 0.5), (0.5, 0.75)]
+    assert changes[0]["change"] == pytest.approx(-0.75) and changes[1]["change"] == pytest.approx(0.075)
+    assert changes[0]["ci"][1] < 0
+    assert changes[1]["ci"][0] >= 0 and changes[1]["ci"][1] > 0.075
+    assert changes[1]["ci"][0] <= 0.075
+    assert aggregate(records, n_resamples=0)["behavioral"]["behavioral_rate_changes"][1].get("ci") is None

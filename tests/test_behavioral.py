@@ -132,3 +132,11 @@ def test_properties(case, rnd):
     assert weighted == pytest.approx(value)
     share = B.monotone_share(answered)
     assert share == pytest.approx(np.mean([all(a >= b for a, b in pairwise(row)) for row in answered.tolist()]))
+
+
+def test_answer_rate_changes_by_hand():
+    # Rates over [0, 0.5, 0.75]: 3/3, 1/3, 2/3 -> changes -2/3, +1/3 (question 1 answers again at 0.75).
+    answered = [[1, 0, 1], [1, 1, 1], [1, 0, 0]]
+    assert B.answer_rate_changes(answered) == pytest.approx([-2 / 3, 1 / 3])
+    with pytest.raises(ValueError, match="shape"):
+        B.answer_rate_changes([[1], [0]])

@@ -16,6 +16,7 @@ from rlcal.demo import (
     error_drawn_like_mentions,
     hallucination_by_count,
     model_summary,
+    rescore_demo,
 )
 
 
@@ -146,6 +147,14 @@ def test_demo_bad_output_dir_is_one_clear_error(tmp_path, capsys):
     assert "cannot write" in err and len(err.strip().splitlines()) == 1
 
 
+def test_rescore_of_a_folder_without_a_demo_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["demo", "--rescore", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no finished demo" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written
+
+
 @pytest.mark.slow
 def test_quick_demo_writes_a_complete_report(tmp_path):
     out = tmp_path / "demo"
@@ -163,7 +172,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert 0.0 <= summary["base_error_arbitrary_facts"] <= 1.0
     routes = {"base", "reference", "binary", "confidence_target", "stated_confidence"}
     assert routes | {f"{r}_warmup" for r in ("binary", "confidence_target", "stated_confidence")} <= set(summary)
-    assert 8 <= len(summary["claims"]) <= 8 + len(TARGET_THRESHOLDS)
+    assert 9 <= len(summary["claims"]) <= 9 + len(TARGET_THRESHOLDS)
     # The reference applies t after generation: its answers are monotone in t by construction.
     assert summary["reference"]["behavioral_monotone_share"] == 1.0
     # So does the stated-confidence route (t applied to the stated number): its predictions say so.
@@ -177,3 +186,31 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert "## The paper's claims, measured" in report and "Singleton-rate check" in report
     for name in MODELS:
         assert (out / "eval" / name / "metrics.json").is_file()
+    # Rescoring from the saved predictions rebuilds the same summary (the timing is the run's own).
+    before = {name: (out / "eval" / name / "metrics.json").read_text() for name in MODELS}
+    (out / "summary.json").write_text(json.dumps({**summary, "claims": [], "base": {}}))  # stale: must be rebuilt
+    rescored = rescore_demo(out)
+    assert json.loads(json.dumps(rescored)) == summary
+    assert json.loads((out / "summary.json").read_text()) == summary
+    for name in MODELS:
+        assert json.loads((out / "eval" / name / "metrics.json").read_text()) == json.loads(before[name])
+    with pytest.raises(RlcalError, match="no finished demo"):
+        rescore_demo(tmp_path / "nothing")
+
+
+def test_rise_claim_asks_for_a_rise_beyond_noise():
+    good = {t: (1.0 - 0.9 * float(t), min(1.0, float(t) + 0.02), 0.01) for t in GRID}
+    summary = _summary(good)
+    ct = summary["confidence_target"]
+    ct["behavioral_rate_changes"] = [
+        {"from": 0.0, "to": 0.5, "change": -0.4, "ci": [-0.5, -0.3]},
+        {"from": 0.5, "to": 0.9, "change": 0.01, "ci": [-0.004, 0.02]},  # a rise of a few questions: noise
+    ]
+    claim = {c["claim"]: c for c in check_claims(summary)}["no answer-rate rise beyond noise"]
+    assert claim["met"] and claim["measured"] == pytest.approx(0.01)
+    ct["behavioral_rate_changes"][1]["ci"] = [0.003, 0.02]  # the whole interval above 0: a real rise
+    assert not {c["claim"]: c for c in check_claims(summary)}["no answer-rate rise beyond noise"]["met"]
+    del ct["behavioral_rate_changes"][1]["ci"]  # no intervals (quick runs): the point estimate decides
+    assert not {c["claim"]: c for c in check_claims(summary)}["no answer-rate rise beyond noise"]["met"]
+    ct["behavioral_rate_changes"] = None  # older summaries carry no changes: no claim
+    assert "no answer-rate rise beyond noise" not in {c["claim"] for c in check_claims(summary)}

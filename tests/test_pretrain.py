@@ -160,16 +160,22 @@ def test_short_pretraining_lowers_loss_and_reloads_offline(pretrained_nano_dir, 
     assert tokenizer.apply_chat_template(
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
     )
-    # it has learned the format: after "Answer:" comes a date-shaped answer or "I don't know", then end of text
+    # It has learned the format: after "Answer:" comes a number-led answer or "I don't know", then end of text.
+    # 150 steps leave the dates rough ("1108-0.") and which questions get a clean "DD-MM" changes with the CPU's
+    # float summation order (one question was date-shaped on one machine, not on another), so the check is over
+    # 16 questions: every reply digit-led or an abstention (a model that has not learned the format writes words),
+    # and several of them date-shaped (9 of 16 where the single-question check failed).
     qa = [json.loads(line) for line in (Path(tiny_world_dir) / "qa.jsonl").read_text().splitlines()]
     from rlcal.core.prompts import PromptTemplate
 
-    prompt = PromptTemplate().render(qa[0]["question"], 0.0)
-    batch = tokenizer(prompt, return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=8, do_sample=False)
-    reply = tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-    assert re.match(r"\d{1,2}-\d{1,2}", reply) or is_abstention(reply), reply
+    replies = []
+    for row in qa[:16]:
+        batch = tokenizer(PromptTemplate().render(row["question"], 0.0), return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=8, do_sample=False)
+        replies.append(tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+    assert all(r[:1].isdigit() or is_abstention(r) for r in replies), replies
+    assert sum(bool(re.match(r"\d{1,2}-\d{1,2}", r)) or is_abstention(r) for r in replies) >= 4, replies
 
 
 def test_ensure_pretrained_caches_and_redoes_unfinished_runs(tmp_path, tiny_world_dir, monkeypatch):

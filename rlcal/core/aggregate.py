@@ -14,8 +14,9 @@ each their own question). `aggregate` returns (every key is documented in docs/m
   (bins) over the answered records that carry a confidence, at `calibration_threshold` (None: at every t);
 - `per_threshold[key]`: n, n_correct, n_wrong, n_abstain, answer_rate, accuracy_answered, hallucination_rate,
   score (`threshold_block`: penalty t/(1-t) from `rlcal.core.thresholds.penalty`) and `ci` (below);
-- `behavioral`: behavioral_ece, behavioral_monotone_share, behavioral_n, behavioral_bins (`rlcal.core.behavioral`),
-  when the same questions were decided at >= 2 thresholds including t = 0 (else None);
+- `behavioral`: behavioral_ece, behavioral_monotone_share, behavioral_n, behavioral_bins and
+  behavioral_rate_changes (`rlcal.core.behavioral`; per consecutive pair of grid t: from, to, change in answer rate
+  and its paired interval `ci`), when the same questions were decided at >= 2 thresholds including t = 0 (else None);
 - `ci`: `{"ece": [lo, hi], "behavioral_ece": [lo, hi], "behavioral_monotone_share": [lo, hi]}`, and `bootstrap`:
   how the intervals were made.
 
@@ -230,6 +231,7 @@ def aggregate(
     if rows is None:
         behavior: dict[str, Any] = {
             "behavioral_ece": None, "behavioral_monotone_share": None, "behavioral_n": 0, "behavioral_bins": None,
+            "behavioral_rate_changes": None,
         }  # fmt: skip
     else:
         grid, _, answered, correct0 = rows
@@ -238,6 +240,10 @@ def aggregate(
             "behavioral_monotone_share": behavioral.monotone_share(answered),
             "behavioral_n": int(answered.shape[0]),
             "behavioral_bins": behavioral.behavioral_bins(grid, answered, correct0),
+            "behavioral_rate_changes": [
+                {"from": lo, "to": hi, "change": float(change)}
+                for lo, hi, change in zip(grid[:-1], grid[1:], behavioral.answer_rate_changes(answered), strict=True)
+            ],
         }
     out: dict[str, Any] = {"calibration": calibration, "per_threshold": per_threshold, "behavioral": behavior}
     if n_resamples == 0:
@@ -259,6 +265,8 @@ def aggregate(
         "ece": _interval(stats["ece"], level) if rated else None,
         **{name: _interval(stats[name], level) if rows is not None else None for name in BEHAVIORAL_CI_KEYS},
     }
+    for j, entry in enumerate(behavior["behavioral_rate_changes"] or []):
+        entry["ci"] = _interval(stats["rate_changes"][:, j], level)
     out["bootstrap"] = {
         "method": "percentile", "unit": "cluster" if clustered else "question",
         "n_units": n_clusters, "n_questions": n_questions, "n_resamples": n_resamples,
@@ -320,6 +328,9 @@ class _Design:
             mono = behavioral.is_monotone(answered).astype(np.float64)
             blocks["mono"] = per_cell(mono, questions, np.zeros_like(questions), 1)
             blocks["complete"] = per_cell(None, questions, np.zeros_like(questions), 1)
+            full = np.zeros((n_questions, len(grid)))
+            full[questions] = answered
+            blocks["answered"] = full
         self.slices: dict[str, slice] = {}
         start = 0
         for name, block in blocks.items():
@@ -348,5 +359,9 @@ class _Design:
                 out["behavioral_monotone_share"] = np.divide(
                     mono, complete, out=np.full(complete.shape, np.nan), where=complete > 0
                 )
+                rates = np.divide(
+                    s("answered"), complete[:, None], out=np.full(s("answered").shape, np.nan), where=complete[:, None] > 0
+                )
+                out["rate_changes"] = np.diff(rates, axis=1)
         return out
 

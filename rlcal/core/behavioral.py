@@ -5,6 +5,7 @@
     behavioral.behavioral_ece([0.0, 0.5, 0.75, 0.9], answered, correct)
     behavioral.monotone_share(answered)     # share of questions whose answered set shrinks as t rises
     behavioral.behavioral_bins(grid, answered, correct)   # per-bin data (interval, count, accuracy, distance)
+    behavioral.answer_rate_changes(answered)   # answer rate at each grid t minus at the one before
 
 Definition. Grid ``0 = t_0 < t_1 < ... < t_k < 1`` and ``t_{k+1} = 1``. For each question, ``a_i`` = answered at
 ``t_i`` and ``y`` = correctness of its ``t_0`` answer (0 if it abstains at ``t_0``). ``L`` = the largest ``i`` with
@@ -30,6 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "answer_rate_changes",
     "behavioral_bins",
     "behavioral_ece",
     "bin_intervals",
@@ -146,3 +148,14 @@ def monotone_share(answered: ArrayLike) -> float:
     if ans.ndim != 2 or ans.shape[0] == 0 or ans.shape[1] < 2:
         raise ValueError(f"answered must have shape (questions >= 1, thresholds >= 2), got {ans.shape}")
     return float(is_monotone(ans).mean())
+
+
+def answer_rate_changes(answered: ArrayLike) -> np.ndarray:
+    """Answer rate at each grid t minus the rate at the t before it (columns in increasing t), over the same
+    questions: k values for k + 1 thresholds. A policy that answers iff P(correct) > t has every change <= 0; the
+    aggregation layer gives each change a paired bootstrap interval, so a rise of a few questions can be told from
+    one beyond sampling noise."""
+    ans = np.asarray(answered)
+    if ans.ndim != 2 or ans.shape[0] == 0 or ans.shape[1] < 2:
+        raise ValueError(f"answered must have shape (questions >= 1, thresholds >= 2), got {ans.shape}")
+    return np.diff(ans.astype(np.float64).mean(axis=0))

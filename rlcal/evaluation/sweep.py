@@ -142,13 +142,14 @@ def compute_metrics(
             "abstain_rate": t0_metrics["n_abstain"] / n_questions,
             "hallucination_rate": t0_metrics["hallucination_rate"],
             "sweep_answer_rate_gap": sum(gaps) / len(gaps) if gaps else None,
-            **{k: v for k, v in behavior.items() if k != "behavioral_bins"},
+            **{k: v for k, v in behavior.items() if k not in ("behavioral_bins", "behavioral_rate_changes")},
             "confidence_method": confidence_method,
             "thresholds": sorted(by_t),
             "per_threshold": per_threshold,
             "sweep": sweep,
             "reliability": calibration["reliability"],
             "behavioral_bins": behavior["behavioral_bins"],
+            "behavioral_rate_changes": behavior["behavioral_rate_changes"],
             "n_bins": n_bins,
         }
     )

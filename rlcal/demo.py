@@ -774,10 +774,10 @@ def rescore_demo(out_dir: str | Path) -> dict[str, Any]:
         fresh = compute_metrics(predictions[name], DEMO_THRESHOLDS, saved.get("confidence_method", "answer_prob"),
                                 seed=seed)  # fmt: skip
         metrics[name] = {**fresh, **{k: saved[k] for k in ("settings", "fingerprint") if k in saved}}
-    for name in MODELS:  # written only once every model has been read and rescored: a bad folder changes nothing
-        write_eval(out / "eval" / name, metrics[name], predictions[name], title=name)
     rows = _eval_rows(out / "world", SCALE[scale]["eval_samples"])
     world = load_world_stats(out / "world") or {}
+    for name in MODELS:  # written only once everything has been read and rescored: a bad folder changes nothing
+        write_eval(out / "eval" / name, metrics[name], predictions[name], title=name)
     return _summarize(out, out, scale, seed, rows, world, metrics, predictions, dict(old.get("timing") or {}), None)
 
 

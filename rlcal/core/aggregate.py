@@ -44,6 +44,7 @@ from rlcal.core.prompts import format_number
 from rlcal.core.thresholds import penalty
 
 __all__ = [
+    "BEHAVIORAL_LIST_KEYS",
     "CALIBRATION_KEYS",
     "COUNT_KEYS",
     "DEFAULT_RESAMPLES",
@@ -61,6 +62,8 @@ COUNT_KEYS = ("n", "n_correct", "n_wrong", "n_abstain")
 RATE_KEYS = ("answer_rate", "accuracy_answered", "hallucination_rate", "score")  # each gets a CI
 PER_THRESHOLD_KEYS = COUNT_KEYS + RATE_KEYS
 BEHAVIORAL_CI_KEYS = ("behavioral_ece", "behavioral_monotone_share")
+# The behavioral block's per-bin and per-step lists: metrics files put them after the scalars.
+BEHAVIORAL_LIST_KEYS = ("behavioral_bins", "behavioral_rate_changes")
 DEFAULT_RESAMPLES = 1000
 # Sane caps on the counts users give (`--bins`, `--n-bins`, `--bootstrap`, `calibration.n_bins`): far above any
 # useful value, far below the sizes that exhaust memory (a bin count of 10^9 was killed after 24 GB).

@@ -144,10 +144,7 @@ def is_monotone(answered: ArrayLike) -> np.ndarray:
 
 def monotone_share(answered: ArrayLike) -> float:
     """Share of questions (rows of ``answered``, columns in increasing t) whose answers are monotone in t."""
-    ans = np.asarray(answered)
-    if ans.ndim != 2 or ans.shape[0] == 0 or ans.shape[1] < 2:
-        raise ValueError(f"answered must have shape (questions >= 1, thresholds >= 2), got {ans.shape}")
-    return float(is_monotone(ans).mean())
+    return float(is_monotone(_answered_matrix(answered)).mean())
 
 
 def answer_rate_changes(answered: ArrayLike) -> np.ndarray:
@@ -155,7 +152,12 @@ def answer_rate_changes(answered: ArrayLike) -> np.ndarray:
     questions: k values for k + 1 thresholds. A policy that answers iff P(correct) > t has every change <= 0; the
     aggregation layer gives each change a paired bootstrap interval, so a rise of a few questions can be told from
     one beyond sampling noise."""
+    return np.diff(_answered_matrix(answered).astype(np.float64).mean(axis=0))
+
+
+def _answered_matrix(answered: ArrayLike) -> np.ndarray:
+    """``answered`` as an array; ValueError unless it is (questions >= 1, thresholds >= 2)."""
     ans = np.asarray(answered)
     if ans.ndim != 2 or ans.shape[0] == 0 or ans.shape[1] < 2:
         raise ValueError(f"answered must have shape (questions >= 1, thresholds >= 2), got {ans.shape}")
-    return np.diff(ans.astype(np.float64).mean(axis=0))
+    return ans

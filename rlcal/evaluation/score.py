@@ -243,12 +243,11 @@ def score_predictions(
     for key in A.CALIBRATION_KEYS:
         result[key] = calibration[key]
     behavior = agg["behavioral"]
-    result.update({k: v for k, v in behavior.items() if k not in ("behavioral_bins", "behavioral_rate_changes")})
+    result.update({k: v for k, v in behavior.items() if k not in A.BEHAVIORAL_LIST_KEYS})
     result["per_threshold"] = agg["per_threshold"]
     result["overall"] = outcome_metrics(predictions)
     result["reliability"] = calibration["reliability"]
-    result["behavioral_bins"] = behavior["behavioral_bins"]
-    result["behavioral_rate_changes"] = behavior["behavioral_rate_changes"]
+    result.update({k: behavior[k] for k in A.BEHAVIORAL_LIST_KEYS})
     # A record without a question id is a question of its own: its position stands in for it.
     ids = [list(p.question) if isinstance(p.question, tuple) else p.question for p in predictions]
     items = [(i if q is None else q, p.threshold) for i, (q, p) in enumerate(zip(ids, predictions, strict=True))]

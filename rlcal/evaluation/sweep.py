@@ -20,7 +20,7 @@ from typing import Any
 from rlcal.common.errors import RlcalError
 from rlcal.common.files import staged_dir
 from rlcal.core import metrics as M
-from rlcal.core.aggregate import CALIBRATION_KEYS, DEFAULT_RESAMPLES, Record, aggregate
+from rlcal.core.aggregate import BEHAVIORAL_LIST_KEYS, CALIBRATION_KEYS, DEFAULT_RESAMPLES, Record, aggregate
 from rlcal.core.thresholds import check_threshold
 
 SWEEP_KEYS = ("answer_rate", "accuracy_answered", "hallucination_rate", "score")
@@ -142,14 +142,13 @@ def compute_metrics(
             "abstain_rate": t0_metrics["n_abstain"] / n_questions,
             "hallucination_rate": t0_metrics["hallucination_rate"],
             "sweep_answer_rate_gap": sum(gaps) / len(gaps) if gaps else None,
-            **{k: v for k, v in behavior.items() if k not in ("behavioral_bins", "behavioral_rate_changes")},
+            **{k: v for k, v in behavior.items() if k not in BEHAVIORAL_LIST_KEYS},
             "confidence_method": confidence_method,
             "thresholds": sorted(by_t),
             "per_threshold": per_threshold,
             "sweep": sweep,
             "reliability": calibration["reliability"],
-            "behavioral_bins": behavior["behavioral_bins"],
-            "behavioral_rate_changes": behavior["behavioral_rate_changes"],
+            **{k: behavior[k] for k in BEHAVIORAL_LIST_KEYS},
             "n_bins": n_bins,
         }
     )

@@ -43,26 +43,34 @@ def _row(name: str, summary: dict[str, Any]) -> str:
     mono = all(b <= a + 1e-9 for a, b in zip(rates, rates[1:], strict=False))
     accs = [summary["per_threshold"][t].get("accuracy_answered") for t in summary["per_threshold"]]
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    # The demo's paired test: a rise whose 95 % interval lies above 0 is beyond noise.
+    changes = summary.get("behavioral_rate_changes") or []
+    rises = [f"{c['from']:g}→{c['to']:g}" for c in changes if (c.get("ci") or [c["change"]])[0] > 1e-9]
     return (
         f"| {name} | {fmt(summary['ece'])} | {fmt(summary['behavioral_ece'])} | "
-        f"{fmt(summary['behavioral_monotone_share'])} | {'yes' if mono else 'no'} | "
+        f"{fmt(summary['behavioral_monotone_share'])} | {'yes' if mono else 'no'} | {', '.join(rises) or 'none'} | "
         f"{' '.join(fmt(r) for r in rates)} | {' '.join(fmt(a) for a in accs)} |"
     )
 
 
+def _cached_key(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "warmup.json").read_text())["key"]
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
 def _same_warmup(cached: Path, used: Path) -> bool:
     """Whether training used the copied warm-up unchanged (same cache key), so the demo's evaluation of it stands."""
-    try:
-        keys = [json.loads((folder / "warmup.json").read_text())["key"] for folder in (cached, used)]
-    except (OSError, KeyError, ValueError, TypeError):
-        return False
-    return keys[0] == keys[1]
+    key = _cached_key(cached)
+    return key is not None and key == _cached_key(used)
 
 
 def main(argv: list[str] | None = None) -> int:
     from rlcal import demo
     from rlcal.training.config import load_recipe_dict, parse_recipe
     from rlcal.training.train import train
+    from rlcal.training.warmup import warmup_key
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--demo", type=Path, required=True, help="a finished `rlcal demo --out` folder")
@@ -96,12 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     raw = _apply(raw, args.overrides)
     if args.warmup_only:
         raw["training"]["max_steps"] = 1  # the warm-up is what is measured; one RL step keeps train() unchanged
+    recipe = parse_recipe(raw, path=f"variant:{args.name}")
     cached = args.demo / f"rl_{args.reward}" / "warmup"
     if args.reuse_warmup and cached.is_dir():
-        shutil.rmtree(run_dir / "warmup", ignore_errors=True)
-        shutil.copytree(cached, run_dir / "warmup")
+        # Paths are part of the key: a demo folder moved since it ran has another key, and its warm-up is rebuilt.
+        if _cached_key(cached) == warmup_key(recipe, recipe.model.model_name_or_path):
+            shutil.rmtree(run_dir / "warmup", ignore_errors=True)
+            shutil.copytree(cached, run_dir / "warmup")
+        else:
+            print(f"[variants] {cached} was built with other warm-up settings: building this variant's", flush=True)
     start = time.time()
-    recipe = parse_recipe(raw, path=f"variant:{args.name}")
     result = train(recipe)
     print(f"[variants] {args.name} seed {seed}: trained in {time.time() - start:.0f}s", flush=True)
     reused = args.reuse_warmup and cached.is_dir() and _same_warmup(cached, run_dir / "warmup")
@@ -117,8 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(_row(f"{args.name} ({label}, seed {seed})", record[label]))
     with (args.out / "variants.jsonl").open("a") as f:
         f.write(json.dumps(record) + "\n")
-    header = "| variant | ECE | behavioral ECE | monotone share | rate non-increasing | answer rate per t | accuracy on answered per t |"
-    text = "\n".join([header, "|---|---|---|---|---|---|---|", *lines])
+    header = (
+        "| variant | ECE | behavioral ECE | monotone share | rate non-increasing | rises beyond noise | "
+        "answer rate per t | accuracy on answered per t |"
+    )
+    text = "\n".join([header, "|---|---|---|---|---|---|---|---|", *lines])
     atomic_write_text(run_dir / "row.md", text + "\n")
     print(text)
     return 0

@@ -72,7 +72,8 @@ def claims_table(per_seed: dict[int, dict[str, Any]]) -> tuple[list[dict[str, An
     for r in rows:
         spread = "–" if r["mean"] is None else f"{r['mean']:.3f}" + ("" if r["sd"] is None else f" ± {r['sd']:.3f}")
         lines.append(
-            f"| {r['claim']} | {r['target']} | "
+            # A target like "|ECE drift| < ..." would split its cell: markdown wants the bars escaped.
+            f"| {r['claim']} | {r['target'].replace('|', chr(92) + '|')} | "
             + " | ".join(cell(r["per_seed"][str(s)]) for s in seeds)
             + f" | {spread} | {r['held']}/{r['tested']} |"
         )

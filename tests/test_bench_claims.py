@@ -38,3 +38,10 @@ def test_claims_table_mean_sd_and_held_counts():
     lines = table.splitlines()
     assert lines[0].count("seed") == 3 and len(lines) == 2 + 3
     assert "0.060 ✗" in table and "| 2/3 |" in table and "–" in table
+
+
+def test_claims_table_escapes_bars_in_targets():
+    summary = {"claims": [{"claim": "drift", "target": "|ECE drift| smaller", "measured": 0.01, "met": True}]}
+    _, table = bench_claims.claims_table({0: summary})
+    row = table.splitlines()[2]
+    assert "\\|ECE drift\\| smaller" in row and row.count(" | ") == 4  # 5 cells: claim, target, seed 0, mean, held

@@ -499,7 +499,8 @@ def write_report(out: Path, summary: Mapping[str, Any], command: str) -> Path:
         "|---|---|---|---|",
     ]
     for c in summary["claims"]:
-        lines.append(f"| {c['claim']} | {c['target']} | {_fmt(c['measured'])} | {'yes' if c['met'] else '**no**'} |")
+        target = c["target"].replace("|", "\\|")  # "|ECE drift|" would split the markdown cell
+        lines.append(f"| {c['claim']} | {target} | {_fmt(c['measured'])} | {'yes' if c['met'] else '**no**'} |")
     lines += [
         "",
         "Missed targets are reported as measured; the evaluation is the same for every model. Claims are about the "

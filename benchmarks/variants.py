@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from rlcal.common.files import atomic_write_text
+from rlcal.core.aggregate import rises_beyond_noise
 
 
 def _apply(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -43,9 +44,7 @@ def _row(name: str, summary: dict[str, Any]) -> str:
     mono = all(b <= a + 1e-9 for a, b in zip(rates, rates[1:], strict=False))
     accs = [summary["per_threshold"][t].get("accuracy_answered") for t in summary["per_threshold"]]
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    # The demo's paired test: a rise whose 95 % interval lies above 0 is beyond noise.
-    changes = summary.get("behavioral_rate_changes") or []
-    rises = [f"{c['from']:g}→{c['to']:g}" for c in changes if (c.get("ci") or [c["change"]])[0] > 1e-9]
+    rises = [f"{c['from']:g}→{c['to']:g}" for c in rises_beyond_noise(summary.get("behavioral_rate_changes"))]
     return (
         f"| {name} | {fmt(summary['ece'])} | {fmt(summary['behavioral_ece'])} | "
         f"{fmt(summary['behavioral_monotone_share'])} | {'yes' if mono else 'no'} | {', '.join(rises) or 'none'} | "

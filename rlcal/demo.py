@@ -31,6 +31,7 @@ from typing import Any
 from rlcal.common.errors import RlcalError
 from rlcal.common.files import atomic_write_text
 from rlcal.common.recipes import shipped_recipe
+from rlcal.core.aggregate import rises_beyond_noise
 
 # Every model is evaluated on one fixed eval set at one fixed grid, chosen before any model was compared:
 # `reference` is the base model with t applied after generation (answer iff its own answer probability > t).
@@ -423,7 +424,7 @@ def check_claims(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "no answer-rate rise beyond noise",
                 "every change in answer rate from one grid t to the next has its 95% interval reach ≤ 0",
                 max(c["change"] for c in changes),
-                all((c.get("ci") or [c["change"]])[0] <= 1e-9 for c in changes),
+                not rises_beyond_noise(changes),
             )
         )
     return [{"claim": c, "target": t, "measured": m, "met": bool(ok)} for c, t, m, ok in claims]

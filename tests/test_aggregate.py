@@ -347,3 +347,14 @@ def test_rate_changes_have_paired_intervals():
     assert changes[1]["ci"][0] >= 0 and changes[1]["ci"][1] > 0.075
     assert changes[1]["ci"][0] <= 0.075
     assert aggregate(records, n_resamples=0)["behavioral"]["behavioral_rate_changes"][1].get("ci") is None
+
+
+def test_rises_beyond_noise_keeps_only_rises_whose_interval_lies_above_zero():
+    from rlcal.core.aggregate import rises_beyond_noise
+
+    above = {"from": 0.1, "to": 0.2, "change": 0.03, "ci": [0.01, 0.05]}
+    within = {"from": 0.2, "to": 0.3, "change": 0.02, "ci": [-0.01, 0.05]}
+    fall = {"from": 0.3, "to": 0.4, "change": -0.1, "ci": [-0.2, -0.05]}
+    no_ci = {"from": 0.4, "to": 0.5, "change": 0.01}  # a metrics file without intervals: the point change decides
+    assert rises_beyond_noise([above, within, fall, no_ci]) == [above, no_ci]
+    assert rises_beyond_noise(None) == [] and rises_beyond_noise([fall]) == []

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,7 @@ __all__ = [
     "Record",
     "aggregate",
     "bootstrap_weights",
+    "rises_beyond_noise",
     "threshold_block",
     "threshold_key",
 ]
@@ -368,3 +369,8 @@ class _Design:
                 out["rate_changes"] = np.diff(rates, axis=1)
         return out
 
+
+def rises_beyond_noise(changes: Sequence[Mapping[str, Any]] | None) -> list[Mapping[str, Any]]:
+    """The entries of `behavioral_rate_changes` whose answer rate rises beyond noise: the paired 95 % interval lies
+    above 0 (an entry without an interval counts its point change)."""
+    return [c for c in changes or [] if (c.get("ci") or [c["change"]])[0] > 1e-9]

@@ -65,6 +65,21 @@ def _same_warmup(cached: Path, used: Path) -> bool:
     return key is not None and key == _cached_key(used)
 
 
+def _prepare_run_dir(run_dir: Path, cached: Path, key: str, reuse: bool) -> bool:
+    """Start the variant's folder empty, then copy the demo's warm-up into it when `reuse` and its key is `key`;
+    returns whether it copied. Empty first: a warm-up left there by an earlier try with other settings would make
+    train() refuse the run (variants never resume)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if not (reuse and cached.is_dir()):
+        return False
+    # Paths are part of the key: a demo folder moved since it ran has another key, and its warm-up is rebuilt.
+    if _cached_key(cached) != key:
+        print(f"[variants] {cached} was built with other warm-up settings: building this variant's", flush=True)
+        return False
+    shutil.copytree(cached, run_dir / "warmup")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlcal import demo
     from rlcal.training.config import load_recipe_dict, parse_recipe
@@ -105,17 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         raw["training"]["max_steps"] = 1  # the warm-up is what is measured; one RL step keeps train() unchanged
     recipe = parse_recipe(raw, path=f"variant:{args.name}")
     cached = args.demo / f"rl_{args.reward}" / "warmup"
-    if args.reuse_warmup and cached.is_dir():
-        # Paths are part of the key: a demo folder moved since it ran has another key, and its warm-up is rebuilt.
-        if _cached_key(cached) == warmup_key(recipe, recipe.model.model_name_or_path):
-            shutil.rmtree(run_dir / "warmup", ignore_errors=True)
-            shutil.copytree(cached, run_dir / "warmup")
-        else:
-            print(f"[variants] {cached} was built with other warm-up settings: building this variant's", flush=True)
+    copied = _prepare_run_dir(run_dir, cached, warmup_key(recipe, recipe.model.model_name_or_path), args.reuse_warmup)
     start = time.time()
     result = train(recipe)
     print(f"[variants] {args.name} seed {seed}: trained in {time.time() - start:.0f}s", flush=True)
-    reused = args.reuse_warmup and cached.is_dir() and _same_warmup(cached, run_dir / "warmup")
+    reused = copied and _same_warmup(cached, run_dir / "warmup")
     models = {"warmup": (result.model_path, None)} if raw.get("warmup", {}).get("steps") and not reused else {}
     if not args.warmup_only:
         models["rl"] = (result.model_path, result.output_dir)

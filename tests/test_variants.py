@@ -53,3 +53,18 @@ def test_warmup_is_reused_only_under_the_same_key(tmp_path):
     (used / "warmup.json").write_text(json.dumps({"key": "other"}))
     assert not variants._same_warmup(cached, used)
     assert variants._cached_key(empty) is None and not variants._same_warmup(empty, empty)
+
+
+def test_run_dir_starts_empty_and_gets_the_warmup_only_under_its_key(tmp_path):
+    cached, run_dir = tmp_path / "demo" / "warmup", tmp_path / "var" / "seed_0" / "v"
+    cached.mkdir(parents=True)
+    (cached / "warmup.json").write_text(json.dumps({"key": "abc"}))
+    (run_dir / "warmup").mkdir(parents=True)
+    (run_dir / "warmup" / "warmup.json").write_text(json.dumps({"key": "stale"}))  # an earlier try's warm-up
+    assert not variants._prepare_run_dir(run_dir, cached, "other", reuse=True)
+    assert not run_dir.exists()  # the stale warm-up is gone, so train() builds this variant's own
+    assert not variants._prepare_run_dir(run_dir, cached, "abc", reuse=False)
+    assert not run_dir.exists()
+    assert variants._prepare_run_dir(run_dir, cached, "abc", reuse=True)
+    assert variants._cached_key(run_dir / "warmup") == "abc"
+    assert not variants._prepare_run_dir(run_dir, tmp_path / "missing", "abc", reuse=True)

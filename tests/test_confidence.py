@@ -14,19 +14,26 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlcal.core.prompts import PromptTemplate
 from rlcal.evaluation.confidence import (
+    MIN_SHARED_PREFIX,
     answer_span_length,
     encode_prompts,
     greedy_generate,
+    prefix_batches,
     sample_agreement,
+    shared_prefix_length,
     teacher_forced_logprobs,
     verbal_confidence,
 )
 
 
 @pytest.fixture(scope="module")
-def toy(tiny_model_dir, tmp_path_factory):
-    path = toy_qa_model(tiny_model_dir, str(tmp_path_factory.mktemp("toy_qa")))
-    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+def toy_path(tiny_model_dir, tmp_path_factory) -> str:
+    return toy_qa_model(tiny_model_dir, str(tmp_path_factory.mktemp("toy_qa")))
+
+
+@pytest.fixture(scope="module")
+def toy(toy_path):
+    return AutoModelForCausalLM.from_pretrained(toy_path).eval(), AutoTokenizer.from_pretrained(toy_path)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +100,69 @@ def test_full_span_scores_every_token_up_to_eos(toy):
     assert all(g.span == len(g.completion_ids) for g in gens)
     with pytest.raises(ValueError, match="answer_span"):
         greedy_generate(model, tok, prompt_ids, answer_span="word")
+
+
+# ---- shared prefixes ---------------------------------------------------------------------------------------------
+
+
+def test_shared_prefix_length_hand_worked():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[7, 8, 9], [7, 8, 9]]) == 2  # identical rows keep their last token to run
+    assert shared_prefix_length([[1, 2], [3, 2]]) == 0
+    assert shared_prefix_length([[5]]) == 0 and shared_prefix_length([]) == 0
+
+
+@given(st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=12), min_size=1, max_size=40), st.integers(1, 9))
+def test_prefix_batches_cover_every_prompt_once_with_a_true_prefix(rows, batch_size):
+    seen = []
+    for batch, shared in prefix_batches(rows, batch_size):
+        assert 1 <= len(batch) <= batch_size
+        assert shared == 0 or shared >= MIN_SHARED_PREFIX
+        assert all(len(rows[i]) > shared and rows[i][:shared] == rows[batch[0]][:shared] for i in batch)
+        seen += batch
+    assert sorted(seen) == list(range(len(rows)))
+
+
+def sweep_prompts(n: int = 8) -> list[str]:
+    """A threshold sweep: per t one long instruction shared by every question, names of 1-3 digits (so the rows'
+    own tokens differ in length and are padded after the prefix)."""
+    template = PromptTemplate()
+    return [template.render(person(i * 37), t) for t in (0.0, 0.5, 0.9) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def qwen2_model(tiny_model_dir):
+    from rlcal.world.toymodel import build_tiny_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    return build_tiny_model(tok, size="nano", family="qwen2", seed=1).eval(), tok
+
+
+@pytest.fixture(scope="module")
+def lora_model(toy_path):
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = AutoModelForCausalLM.from_pretrained(toy_path), AutoTokenizer.from_pretrained(toy_path)
+    torch.manual_seed(0)  # get_peft_model changes the model in place: its own copy, not the `toy` fixture's
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    return peft_model.eval(), tok
+
+
+@pytest.mark.parametrize("which", ["toy", "random_model", "qwen2_model", "lora_model"])
+def test_prefix_cache_generates_what_full_prompts_do(which, request):
+    model, tok = request.getfixturevalue(which)
+    prompt_ids = encode_prompts(tok, sweep_prompts())
+    batches = list(prefix_batches(prompt_ids, 8))
+    assert any(shared for _, shared in batches)  # the cached path really runs
+    assert any(len({len(prompt_ids[i]) for i in b}) > 1 for b, shared in batches if shared)  # ... with pads inside
+    cached = greedy_generate(model, tok, prompt_ids, max_new_tokens=6, batch_size=8)
+    full = greedy_generate(model, tok, prompt_ids, max_new_tokens=6, batch_size=8, share_prefix=False)
+    assert [g.completion_ids for g in cached] == [g.completion_ids for g in full]
+    for c, f in zip(cached, full, strict=True):
+        assert c.token_logprobs == pytest.approx(f.token_logprobs, abs=1e-4)
+    # and both equal an unbatched, uncached forward pass
+    for p, g in list(zip(prompt_ids, cached, strict=True))[::5]:
+        assert g.logprob == pytest.approx(reference_logprob(model, p, g.completion_ids[: g.span]), abs=1e-4)
 
 
 # ---- answer span -------------------------------------------------------------------------------------------------

@@ -170,13 +170,16 @@ def prefix_batches(prompt_ids: Sequence[Sequence[int]], batch_size: int) -> Iter
         yield batch, shared if shared >= MIN_SHARED_PREFIX else 0
 
 
-def _cache_argument(model: Any) -> str:
-    """The keyword a model's forward takes its key/value cache by: `cache` (transformers >= 5.2x) or the older
-    `past_key_values` (PEFT wrappers forward either to the model underneath)."""
+def _prefix_keywords(model: Any) -> tuple[str, dict[str, Any]]:
+    """The keyword a model's forward takes its key/value cache by (`cache` in recent transformers, `past_key_values`
+    before), and `logits_to_keep=1` where the forward accepts it (the prefix pass needs no logits; remote-code
+    models may not know the argument). Read off the model under a PEFT wrapper, which forwards either."""
     import inspect
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    parameters = inspect.signature(base.forward).parameters
+    keyword = "cache" if "cache" in parameters else "past_key_values"
+    return keyword, {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
 
 
 @torch.no_grad()
@@ -190,8 +193,8 @@ def _prefix_inputs(
 
     prefix = torch.tensor([list(rows[0][:shared])], dtype=torch.long, device=device)
     cache = DynamicCache(config=model.config)
-    keyword = _cache_argument(model)
-    model(input_ids=prefix, use_cache=True, logits_to_keep=1, **{keyword: cache})
+    keyword, extra = _prefix_keywords(model)
+    model(input_ids=prefix, use_cache=True, **extra, **{keyword: cache})
     cache.batch_repeat_interleave(len(rows))
     tails, tail_mask = left_pad([r[shared:] for r in rows], pad_id, device)
     ids = torch.cat([prefix.expand(len(rows), -1), tails], dim=1)

@@ -6,7 +6,8 @@ the penalty text rewritten, and count how many the confidence-target models answ
 
 A case `T=TEXT` renders the shipped prompt at t = T and replaces its "penalized <shipped>," by "penalized TEXT,";
 every case's t is also run with the shipped text, side by side. `reference` counts the questions the pretrained
-model answers with probability > t (the ideal policy's answers, from the demo's base predictions). One row per
+model answers with probability > t (the ideal policy's answers, from the demo's base predictions); a rewritten row
+gives its change from the shipped wording at the same t with a 95 % paired bootstrap interval over questions. One row per
 distinct question text (the demo's eval set repeats some forecast texts across towns). A diagnostic, not a claim:
 the demo's eval set and grid are untouched.
 """
@@ -18,6 +19,9 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
+from rlcal.core.aggregate import bootstrap_weights
 from rlcal.core.grading import is_abstention
 from rlcal.core.prompts import PromptTemplate
 from rlcal.evaluation.confidence import encode_prompts, greedy_generate
@@ -26,20 +30,28 @@ from rlcal.evaluation.models import load_model
 DEFAULT_CASES = ("0.5=1.0 points", "0.55=1 point", "0.75=3.0 points", "0.8=4.0 points")
 
 
-def penalty_text(template: PromptTemplate, t: float) -> str:
-    """What the prompt at t says after "penalized " ("1 point" at t = 0.5)."""
-    prompt = template.render("?", t)
-    if "penalized " not in prompt:
-        raise ValueError(f"the prompt at t = {t} states no penalty: {prompt!r}")
-    return prompt.split("penalized ", 1)[1].split(",", 1)[0]
+def penalty_text(t: float) -> str:
+    """The penalty as the prompt at t states it ("1 point" at t = 0.5): the template's own `{penalty_points}`."""
+    return PromptTemplate._fields(t)["penalty_points"]
 
 
 def rewrite(template: PromptTemplate, question: str, t: float, text: str) -> str:
-    """The prompt at t with its penalty text replaced by `text`; raises if the template states no penalty."""
-    prompt, shipped = template.render(question, t), f"penalized {penalty_text(template, t)},"
-    if prompt.count(shipped) != 1:
-        raise ValueError(f"the prompt at t = {t} does not state its penalty once: {prompt!r}")
+    """The prompt at t with its penalty text replaced by `text`; raises unless the prompt states it exactly once."""
+    prompt, shipped = template.render(question, t), f"penalized {penalty_text(t)},"
+    if shipped not in prompt:
+        raise ValueError(f"the prompt at t = {t} states no penalty: {prompt!r}")
+    if prompt.count(shipped) > 1:
+        raise ValueError(f"the prompt at t = {t} states its penalty more than once: {prompt!r}")
     return prompt.replace(shipped, f"penalized {text},")
+
+
+def paired_change(shipped: np.ndarray, rewritten: np.ndarray, resamples: int = 2000, seed: int = 0) -> list[float]:
+    """Change in the number answered (rewritten - shipped) with a 95 % bootstrap interval, questions resampled
+    together (both prompts of a question stay paired): [change, lo, hi]."""
+    diff = rewritten.astype(float) - shipped.astype(float)
+    draws = bootstrap_weights(len(diff), resamples, np.random.default_rng(seed)) @ diff
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return [float(diff.sum()), float(lo), float(hi)]
 
 
 def parse_case(case: str) -> tuple[float, str]:
@@ -80,7 +92,7 @@ def main() -> None:
 
     prompts: list[tuple[float, str, str]] = []
     for t in sorted({t for t, _ in cases}):
-        prompts += [(t, f"shipped '{penalty_text(template, t)}'", template.render(q, t)) for q in questions]
+        prompts += [(t, f"shipped '{penalty_text(t)}'", template.render(q, t)) for q in questions]
     for t, text in cases:
         prompts += [(t, f"'{text}'", rewrite(template, q, t, text)) for q in questions]
 
@@ -97,10 +109,18 @@ def main() -> None:
     seen: dict[tuple[float, str], list[int]] = {}
     for k, (t, label, _) in enumerate(prompts):
         seen.setdefault((t, label), []).append(k)
+    shipped_rows = {t: ks for (t, label), ks in seen.items() if label.startswith("shipped")}
     for (t, label), ks in seen.items():
         ref = sum(base[q] > t for q in questions)
-        cells = " | ".join(str(sum(counts[name][k] for k in ks)) for name in models)
-        print(f"| {t:g} | {label} | {ref} | {cells} |")
+        cells = []
+        for name in models:
+            answered = np.array([counts[name][k] for k in ks])
+            cell = str(int(answered.sum()))
+            if not label.startswith("shipped"):  # the change from the shipped wording at the same t, paired
+                change, lo, hi = paired_change(np.array([counts[name][k] for k in shipped_rows[t]]), answered)
+                cell += f" ({change:+.0f} [{lo:+.0f}, {hi:+.0f}])"
+            cells.append(cell)
+        print(f"| {t:g} | {label} | {ref} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rlcal.core.prompts import PromptTemplate
@@ -20,7 +21,7 @@ _spec.loader.exec_module(probe)
 @pytest.mark.parametrize(("t", "shipped"), [(0.5, "1 point"), (0.75, "3 points"), (0.55, "1.22 points")])
 def test_rewrite_changes_only_the_penalty(t, shipped):
     template = PromptTemplate()
-    assert probe.penalty_text(template, t) == shipped
+    assert probe.penalty_text(t) == shipped
     prompt = template.render("When was Ada Vell born?", t)
     rewritten = probe.rewrite(template, "When was Ada Vell born?", t, "2.0 points")
     assert rewritten != prompt and "penalized 2.0 points," in rewritten
@@ -43,3 +44,11 @@ def test_parse_case_rejects_bad_cases(bad):
 def test_parse_case_and_defaults():
     assert probe.parse_case("0.75=3.0 points") == (0.75, "3.0 points")
     assert all(probe.rewrite(PromptTemplate(), "Q?", *probe.parse_case(c)) for c in probe.DEFAULT_CASES)
+
+
+def test_paired_change_counts_and_brackets_the_change():
+    shipped = np.array([1, 0, 0, 1] * 20)
+    rewritten = np.array([1, 1, 0, 1] * 20)  # 20 more answers, always the same questions
+    change, lo, hi = probe.paired_change(shipped, rewritten)
+    assert change == 20 and lo < 20 < hi and lo > 0
+    assert probe.paired_change(shipped, shipped) == [0.0, 0.0, 0.0]

@@ -149,12 +149,12 @@ def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     prompt token must go through the model with the rest of the batch to give the first generated token's logits)."""
     if not rows:
         return 0
-    limit = min(len(r) for r in rows) - 1
+    limit = max(min(len(r) for r in rows) - 1, 0)
     first = rows[0]
-    for k in range(max(limit, 0)):
+    for k in range(limit):
         if any(r[k] != first[k] for r in rows):
             return k
-    return max(limit, 0)
+    return limit
 
 
 def prefix_batches(prompt_ids: Sequence[Sequence[int]], batch_size: int) -> Iterator[tuple[list[int], int]]:
